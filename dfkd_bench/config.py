@@ -1,0 +1,125 @@
+"""Run configuration and method hyper-parameters: defaults, per-dataset presets, `--set` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+from .errors import UserError
+
+
+@dataclass
+class MethodHparams:
+    """The student recipe every method shares; a method's dataclass extends it with its own knobs.
+
+    `PRESETS` maps a dataset name to overrides of the defaults (the papers' settings, and a quick
+    `digits` one); `--set METHOD.PARAM=VALUE` overrides on top.
+    """
+
+    synth_batch: int = 64          # images synthesised per round
+    kd_steps: int = 50             # student steps per round (after warm-up)
+    kd_batch: int = 128            # student batch drawn from the bank
+    lr: float = 0.1                # student SGD learning rate (cosine to lr * lr_min_ratio)
+    lr_min_ratio: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 20.0      # KD temperature
+    warmup_rounds: int = 0         # rounds that synthesise without KD
+    final_kd_steps: int = 0        # extra student steps on the final bank
+    eval_every: int = 1            # rounds between test-set evaluations (for the curve only)
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+
+H = TypeVar("H", bound=MethodHparams)
+
+
+def _cast(value: str, target: Any, name: str) -> Any:
+    """Convert a `--set` string to the type of the field's default."""
+    try:
+        if isinstance(target, bool):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(target, int):
+            return int(value)
+        if isinstance(target, float):
+            return float(value)
+        if isinstance(target, tuple):
+            items = [v for v in value.replace(";", ",").split(",") if v.strip()]
+            kind = type(target[0]) if target else str
+            return tuple(kind(v.strip()) for v in items)
+        return value
+    except ValueError:
+        raise UserError(f"--set {name}={value}: expected a {type(target).__name__}") from None
+
+
+def hparam_names(cls: type[MethodHparams]) -> list[str]:
+    """The settable parameter names of a hyper-parameter dataclass."""
+    return [f.name for f in fields(cls)]
+
+
+def resolve_hparams(cls: type[H], dataset: str, overrides: dict[str, Any] | None = None,
+                    method: str = "method") -> H:
+    """Defaults, then the dataset's preset, then the user's overrides (strings are cast)."""
+    hp = cls(**cls.PRESETS.get(dataset, {}))
+    known = {f.name: f for f in fields(cls)}
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise UserError(f"--set {method}.{key}: {method} has no parameter {key!r}; "
+                            f"choose from: {', '.join(sorted(known))}")
+        current = getattr(hp, key)
+        setattr(hp, key, _cast(value, current, f"{method}.{key}") if isinstance(value, str) else value)
+    return hp
+
+
+def parse_set_options(items: list[str] | tuple[str, ...], methods: list[str]) -> dict[str, dict[str, str]]:
+    """Parse `METHOD.PARAM=VALUE` strings into {method: {param: value}}; malformed ones are errors."""
+    parsed: dict[str, dict[str, str]] = {m: {} for m in methods}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.strip().partition(".")
+        if not sep or not dot or not method or not param or not value.strip():
+            raise UserError(f"--set {item!r} is malformed; expected METHOD.PARAM=VALUE, e.g. fast.g_steps=5")
+        method = method.lower()
+        if method not in parsed:
+            raise UserError(f"--set {item!r} names method {method!r}, which is not in this run; "
+                            f"choose from: {', '.join(methods)}")
+        parsed[method][param.strip()] = value.strip()
+    return parsed
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines one run; `run_id` hashes its resolved form."""
+
+    method: str
+    dataset: str = "digits"
+    ratio: float = 0.1
+    teacher: str | None = None
+    student: str | None = None
+    resolution: int | None = None
+    resolutions: tuple[int, ...] | None = None
+    seed: int = 0
+    device: str = "auto"
+    data_root: str | None = None
+    teacher_checkpoint: str | None = None
+    label_embeddings: str | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+
+
+def stable_hash(payload: dict[str, Any], length: int = 10) -> str:
+    """Short sha256 of a JSON-serialisable mapping with sorted keys."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def hparams_dict(hp: MethodHparams) -> dict[str, Any]:
+    """A hyper-parameter dataclass as a plain dict."""
+    return dataclasses.asdict(hp)

@@ -1,0 +1,19 @@
+"""Label layouts for a synthesis batch."""
+
+from __future__ import annotations
+
+import torch
+
+
+def random_labels(n: int, num_classes: int, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Uniformly random labels (Fast, DeepInversion)."""
+    return torch.randint(0, num_classes, (n,), generator=generator).to(device)
+
+
+def balanced_labels(n: int, num_classes: int, generator: torch.Generator | None = None,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """Each class floor(n/C) times in class order, the remainder drawn at random (NAYER, MUSE)."""
+    repeats = torch.arange(num_classes).repeat(n // num_classes)
+    rest = torch.randint(0, num_classes, (n - repeats.numel(),), generator=generator)
+    return torch.cat([repeats, rest]).to(device)

@@ -1,0 +1,162 @@
+"""One DFKD run's round loop: synthesise, bank, distil, evaluate, checkpoint; resumable at any round."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import checkpoint
+from .bank import SyntheticBank
+from .distill import Distiller
+from .evaluate import accuracy
+from .method import Method, MethodContext
+from .timing import PhaseTimer
+
+
+class Diverged(RuntimeError):
+    """A loss or a synthetic image became NaN/inf."""
+
+
+@dataclass
+class CurvePoint:
+    """One evaluation: after `round` rounds and `images` banked images, `elapsed_s` of synthesis+KD."""
+
+    round: int
+    images: int
+    elapsed_s: float
+    student_acc: float
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run measured."""
+
+    student_acc: float
+    n_synthetic: int
+    seconds: dict[str, float]
+    curve: list[CurvePoint] = field(default_factory=list)
+    bank: SyntheticBank | None = None
+
+
+RoundCallback = Callable[[int, int, "RunState"], None]
+
+
+@dataclass
+class RunState:
+    """Mutable progress of a run, what the checkpoint holds besides module states."""
+
+    next_round: int = 0
+    curve: list[CurvePoint] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    last_loss: float = float("nan")
+
+
+def _cosine(total_steps: int, min_ratio: float) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        progress = min(step, total_steps) / max(1, total_steps)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+class DistillationRun:
+    """Drives a method over the rounds that spend `n_total` synthetic images."""
+
+    def __init__(self, method: Method, ctx: MethodContext, test_x: torch.Tensor, test_y: torch.Tensor,
+                 n_total: int, checkpoint_path: str | Path | None = None,
+                 on_round: RoundCallback | None = None) -> None:
+        hp = method.hp
+        self.method, self.ctx, self.hp = method, ctx, hp
+        self.test_x, self.test_y = test_x.to(ctx.device), test_y.to(ctx.device)
+        self.n_total = n_total
+        self.rounds = max(1, math.ceil(n_total / hp.synth_batch))
+        self.warmup = min(hp.warmup_rounds, self.rounds - 1)
+        method.warmup_rounds = self.warmup
+        self.total_kd_steps = (self.rounds - self.warmup) * hp.kd_steps + hp.final_kd_steps
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.on_round = on_round
+        self.bank = SyntheticBank(ctx.device)
+        params = list(ctx.student.parameters()) + method.student_parameters()
+        self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           _cosine(self.total_kd_steps, hp.lr_min_ratio))
+        self.distiller = Distiller(ctx, method, self.optimizer, self.scheduler)
+        self.state = RunState()
+        self.timer = PhaseTimer(ctx.device)
+
+    def _save(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        checkpoint.save_atomic({
+            "state": self.state,
+            "student": self.ctx.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "method": self.method.state_dict(),
+            "bank": self.bank.state_dict(),
+            "rng": checkpoint.rng_state(self.ctx.generator),
+        }, self.checkpoint_path)
+
+    def try_resume(self) -> bool:
+        """Restore everything from the checkpoint if one exists; True if it did."""
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            return False
+        saved = checkpoint.load(self.checkpoint_path)
+        self.state = saved["state"]
+        self.ctx.student.load_state_dict(saved["student"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.method.load_state_dict(saved["method"])
+        self.bank.load_state_dict(saved["bank"])
+        checkpoint.restore_rng_state(saved["rng"], self.ctx.generator)
+        self.timer = PhaseTimer(self.ctx.device, self.state.seconds)
+        return True
+
+    def _evaluate(self, round_idx: int) -> None:
+        with self.timer.phase("eval"):
+            acc = accuracy(self.ctx.student, self.test_x, self.test_y, self.ctx.normalize,
+                           channels_last=self.ctx.channels_last)
+        elapsed = self.timer.get("synth") + self.timer.get("kd")
+        self.state.curve.append(CurvePoint(round_idx, len(self.bank), elapsed, acc))
+
+    def _distil(self, steps: int) -> None:
+        if steps <= 0:
+            return
+        with self.timer.phase("kd"):
+            loss = self.distiller.train(self.bank, steps, self.hp.kd_batch)
+        self.state.last_loss = loss
+        if not math.isfinite(loss):
+            raise Diverged(f"student loss became {loss}")
+
+    def run(self) -> RunOutcome:
+        """Run (or finish) all rounds and the final KD steps; checkpoint after each round."""
+        while self.state.next_round < self.rounds:
+            r = self.state.next_round
+            n = min(self.hp.synth_batch, self.n_total - len(self.bank))
+            with self.timer.phase("synth"):
+                batch = self.method.synthesize(n)
+            if not torch.isfinite(batch.images).all() or (batch.loss is not None and not math.isfinite(batch.loss)):
+                raise Diverged(f"synthesis diverged in round {r} (loss {batch.loss})")
+            self.bank.add(batch.images, batch.labels)
+            if r >= self.warmup:
+                self._distil(self.hp.kd_steps)
+            self.method.end_round()
+            is_last = r == self.rounds - 1
+            if (r + 1) % self.hp.eval_every == 0 and not (is_last and self.hp.final_kd_steps > 0):
+                self._evaluate(r + 1)
+            self.state.next_round = r + 1
+            self.state.seconds = self.timer.seconds
+            self._save()
+            if self.on_round:
+                self.on_round(r + 1, self.rounds, self.state)
+        if self.hp.final_kd_steps > 0:
+            self._distil(self.hp.final_kd_steps)
+            self._evaluate(self.rounds)
+        elif not self.state.curve or self.state.curve[-1].round != self.rounds:
+            self._evaluate(self.rounds)
+        self.state.seconds = self.timer.seconds
+        return RunOutcome(self.state.curve[-1].student_acc, len(self.bank), dict(self.timer.seconds),
+                          list(self.state.curve), self.bank)

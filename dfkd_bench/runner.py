@@ -1,0 +1,280 @@
+"""One run, and many runs (methods x ratios x resolutions x pairs x seeds), skipping finished ones."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import traceback
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from . import __version__
+from .config import MethodHparams, RunConfig, hparams_dict, resolve_hparams, stable_hash
+from .data import get_dataset
+from .data.spec import DatasetSpec, RealData
+from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
+from .engine.checkpoint import save_atomic
+from .engine.timing import peak_memory_mb
+from .errors import UserError
+from .models import MODELS, create_model
+from .outputs import read_runs, write_curve, write_json, write_run_row, write_samples
+from .plugins import METHODS
+from .teachers import TeacherCard, get_teacher
+
+FINISHED = ("ok", "diverged")
+
+
+@dataclass
+class ResolvedRun:
+    """A RunConfig with every default filled in, validated before any work starts."""
+
+    config: RunConfig
+    spec: DatasetSpec
+    method_cls: type[Method]
+    hparams: MethodHparams
+    teacher: str
+    student: str
+    resolutions: tuple[int, ...]
+    device: torch.device
+    n_synthetic: int
+
+    @property
+    def resolution_label(self) -> str:
+        return "+".join(str(r) for r in self.resolutions)
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the run (hashed into run_id)."""
+        c = self.config
+        return {"method": self.method_cls.name, "dataset": self.spec.name, "teacher": self.teacher,
+                "teacher_checkpoint": c.teacher_checkpoint, "student": self.student, "ratio": c.ratio,
+                "resolutions": list(self.resolutions), "seed": c.seed, "device": self.device.type,
+                "label_embeddings": c.label_embeddings, "hparams": hparams_dict(self.hparams)}
+
+    @property
+    def run_id(self) -> str:
+        c = self.config
+        return f"{self.method_cls.name}-{self.spec.name}-r{c.ratio:g}-{self.resolution_label}px-s{c.seed}-" \
+               f"{stable_hash(self.identity(), 8)}"
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> cuda when available, else cpu; asking for cuda without one is an error."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available; choose from: auto, cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UserError(f"unknown device {name!r}; choose from: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def resolve(config: RunConfig) -> ResolvedRun:
+    """Fill defaults and validate; every bad input becomes a one-line UserError."""
+    spec = get_dataset(config.dataset)
+    method_cls = METHODS.get(config.method)
+    if not (isinstance(config.ratio, (int, float)) and math.isfinite(config.ratio) and config.ratio > 0):
+        raise UserError(f"--ratio must be > 0 (synthetic images / real training images), got {config.ratio}")
+    teacher = config.teacher or spec.default_teacher
+    student = config.student or spec.default_student
+    MODELS.get(teacher)
+    MODELS.get(student)
+    if config.resolutions:
+        resolutions = tuple(int(r) for r in config.resolutions)
+        if len(resolutions) > 1 and not getattr(method_cls, "multi_resolution", False):
+            raise UserError(f"--resolutions: {method_cls.name} generates at one resolution; "
+                            f"use --resolution N (multi-resolution methods: "
+                            f"{', '.join(n for n in METHODS.names() if getattr(METHODS.get(n), 'multi_resolution', False)) or 'none'})")
+    elif config.resolution:
+        resolutions = (int(config.resolution),)
+    else:
+        resolutions = tuple(method_cls.default_resolutions(spec)) if hasattr(method_cls, "default_resolutions") \
+            else (spec.input_size,)
+    for r in resolutions:
+        if r < 4 or r > 4 * spec.input_size:
+            raise UserError(f"--resolution {r} is out of range for {spec.name} (4 to {4 * spec.input_size})")
+    check = getattr(method_cls, "check_resolution", None)
+    if check:
+        for r in resolutions:
+            check(r)
+    if spec.needs_data_root and not config.data_root:
+        raise UserError(f"dataset {spec.name} needs --data-root DIR (where its files are)")
+    if config.data_root and not Path(config.data_root).is_dir():
+        raise UserError(f"--data-root {config.data_root} does not exist")
+    if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
+        raise UserError(f"--teacher-checkpoint {config.teacher_checkpoint} does not exist")
+    hparams = resolve_hparams(method_cls.Hparams, spec.name, config.overrides, method_cls.name)
+    device = pick_device(config.device)
+    n_synthetic = max(1, round(config.ratio * spec.train_size))
+    return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic)
+
+
+RoundHook = Callable[[ResolvedRun, int, int, Any], None]
+
+
+def _label_embedding_loader(resolved: ResolvedRun) -> Callable[[], torch.Tensor]:
+    def load() -> torch.Tensor:
+        from .label_embeddings import LabelEmbeddingError, load_label_embeddings
+
+        try:
+            emb = load_label_embeddings(resolved.spec.name, resolved.config.label_embeddings,
+                                        num_classes=resolved.spec.num_classes)
+        except LabelEmbeddingError as exc:
+            raise UserError(str(exc)) from exc
+        return emb.vectors.float()
+    return load
+
+
+def execute(resolved: ResolvedRun, teacher: torch.nn.Module, data: RealData, run_dir: Path,
+            on_round: RoundHook | None = None) -> tuple[Any, MethodContext]:
+    """Build student, method and context with the run's seed, resume if possible, and run all rounds."""
+    cfg, spec, device = resolved.config, resolved.spec, resolved.device
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    cuda = device.type == "cuda"
+    student = create_model(resolved.student, spec.num_classes, spec.in_chans).to(device)
+    if cuda:
+        student = student.to(memory_format=torch.channels_last)
+        teacher = teacher.to(memory_format=torch.channels_last)
+    ctx = MethodContext(teacher=teacher, student=student, spec=spec, device=device, generator=generator,
+                        resolutions=resolved.resolutions, normalize=Normalize(spec.mean, spec.std).to(device),
+                        amp_dtype=torch.bfloat16 if cuda else None, channels_last=cuda,
+                        label_embeddings_loader=_label_embedding_loader(resolved))
+    method = resolved.method_cls(ctx, resolved.hparams)
+    hook = (lambda r, n, state: on_round(resolved, r, n, state)) if on_round else None
+    run = DistillationRun(method, ctx, data.test_x, data.test_y, resolved.n_synthetic,
+                          checkpoint_path=run_dir / "checkpoint.pt", on_round=hook)
+    run.try_resume()
+    return run.run(), ctx
+
+
+def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> dict[str, Any]:
+    c = resolved.config
+    return {"run_id": resolved.run_id, "method": resolved.method_cls.name, "dataset": resolved.spec.name,
+            "teacher": resolved.teacher, "student": resolved.student, "ratio": c.ratio,
+            "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
+            "teacher_acc": f"{card.test_acc:.2f}" if card else "", "device": _device_name(resolved.device),
+            "started_at": started, "version": __version__, "error": ""}
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return "cpu"
+
+
+def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card: TeacherCard, data: RealData,
+            on_round: RoundHook | None = None) -> dict[str, Any]:
+    """Run (or resume) one resolved run, write its folder and its runs.csv row; returns the row.
+
+    A diverged run is recorded as `diverged`, any other exception as `failed`; KeyboardInterrupt
+    propagates and leaves the checkpoint for the next call to resume from.
+    """
+    run_dir = out_dir / "runs" / resolved.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    write_json(run_dir / "config.json", {**resolved.identity(), "run_id": resolved.run_id,
+                                         "n_synthetic": resolved.n_synthetic, "teacher_card": asdict(card),
+                                         "version": __version__})
+    row = _base_row(resolved, card, started)
+    log = logging.getLogger(f"dfkd_bench.run.{resolved.run_id}")
+    handler = logging.FileHandler(run_dir / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def logged(res: ResolvedRun, r: int, n: int, state: Any) -> None:
+        last = state.curve[-1] if state.curve else None
+        log.info("round %d/%d images=%s loss=%.4f acc=%s seconds=%s", r, n, last.images if last else "-",
+                 state.last_loss, f"{last.student_acc:.2f}" if last else "-",
+                 {k: round(v, 2) for k, v in state.seconds.items()})
+        if on_round:
+            on_round(res, r, n, state)
+
+    try:
+        outcome, ctx = execute(resolved, teacher, data, run_dir, logged)
+    except Diverged as exc:
+        row.update(status="diverged", error=str(exc), student_acc="nan")
+        log.info("diverged: %s", exc)
+    except (KeyboardInterrupt, UserError):
+        raise
+    except Exception as exc:  # recorded so a sweep goes on; the traceback goes to the run's log
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:300], student_acc="")
+        log.error("failed:\n%s", traceback.format_exc())
+    else:
+        sec = outcome.seconds
+        row.update(status="ok", student_acc=f"{outcome.student_acc:.2f}", n_synthetic=outcome.n_synthetic,
+                   synth_s=f"{sec.get('synth', 0):.2f}", kd_s=f"{sec.get('kd', 0):.2f}",
+                   eval_s=f"{sec.get('eval', 0):.2f}", total_s=f"{sum(sec.values()):.2f}",
+                   peak_mem_mb=f"{peak_memory_mb(resolved.device):.0f}")
+        write_curve(run_dir / "curve.csv", outcome.curve)
+        bank = outcome.bank
+        if bank is not None and len(bank):
+            write_samples(run_dir / "samples.png", bank.images(bank.resolutions[-1])[:64])
+        save_atomic({"arch": resolved.student, "num_classes": resolved.spec.num_classes,
+                     "state_dict": ctx.student.state_dict()}, run_dir / "student.pt")
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+        log.info("done: student %.2f%% seconds %s", outcome.student_acc, sec)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    write_run_row(out_dir, row)
+    return row
+
+
+def expand(methods: Sequence[str], base: RunConfig, ratios: Sequence[float] = (),
+           resolutions: Sequence[int | None] = (None,), seeds: Sequence[int] = (),
+           pairs: Sequence[tuple[str | None, str | None]] = ((None, None),),
+           overrides: dict[str, dict[str, str]] | None = None) -> list[RunConfig]:
+    """The grid of run configurations (methods x pairs x ratios x resolutions x seeds)."""
+    configs = []
+    for method in methods:
+        for teacher, student in pairs:
+            for ratio in (ratios or [base.ratio]):
+                for res in resolutions:
+                    for seed in (seeds or [base.seed]):
+                        configs.append(replace(base, method=method, ratio=ratio, seed=seed,
+                                               resolution=res if res is not None else base.resolution,
+                                               teacher=teacher or base.teacher, student=student or base.student,
+                                               overrides=dict((overrides or {}).get(method, base.overrides))))
+    return configs
+
+
+def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", force: bool = False,
+             on_round: RoundHook | None = None, on_start: Callable[[ResolvedRun], None] | None = None,
+             on_done: Callable[[ResolvedRun, dict[str, Any], bool], None] | None = None,
+             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Validate every config first, then run each (finished runs are read back, not redone)."""
+    out_dir = Path(out_dir)
+    resolved = [resolve(c) for c in configs]
+    finished = read_runs(out_dir)
+    rows, teachers, datasets = [], {}, {}
+    for res in resolved:
+        prior = finished.get(res.run_id)
+        if prior and prior.get("status") in FINISHED and not force:
+            rows.append(prior)
+            if on_done:
+                on_done(res, prior, True)
+            continue
+        if force:
+            (out_dir / "runs" / res.run_id / "checkpoint.pt").unlink(missing_ok=True)
+        data_key = (res.spec.name, res.config.data_root)
+        if data_key not in datasets:
+            datasets[data_key] = res.spec.load(res.config.data_root)
+        data = datasets[data_key]
+        teacher_key = (res.spec.name, res.teacher, res.config.teacher_checkpoint, res.device.type)
+        if teacher_key not in teachers:
+            teachers[teacher_key] = get_teacher(res.spec, res.teacher, data, res.device,
+                                                checkpoint=res.config.teacher_checkpoint, log=log)
+        teacher, card = teachers[teacher_key]
+        if on_start:
+            on_start(res)
+        row = run_one(res, out_dir, teacher, card, data, on_round)
+        rows.append(row)
+        if on_done:
+            on_done(res, row, False)
+    return rows

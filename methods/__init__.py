@@ -1,0 +1,1 @@
+"""Built-in DFKD methods, one file each; every module registers its method when imported."""
