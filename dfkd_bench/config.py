@@ -57,7 +57,8 @@ def _cast(value: str, target: Any, name: str) -> Any:
             return tuple(kind(v.strip()) for v in items)
         return value
     except ValueError:
-        raise UserError(f"--set {name}={value}: expected a {type(target).__name__}") from None
+        kind = {bool: "boolean (true/false)", int: "integer", float: "number", tuple: "comma-separated list"}
+        raise UserError(f"--set {name}={value}: expected {kind.get(type(target), type(target).__name__)}") from None
 
 
 def hparam_names(cls: type[MethodHparams]) -> list[str]:

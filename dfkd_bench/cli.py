@@ -1,0 +1,261 @@
+"""The `dfkd-bench` command line: parses, calls the library, prints. Bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import RunConfig, parse_set_options
+from .data import DATASETS
+from .errors import UserError
+from .models import MODELS
+from .plugins import METHODS, load_plugin
+
+console = Console(stderr=False, highlight=False)
+
+
+def _split(value: str | None, kind: type, name: str) -> list[Any]:
+    if value is None:
+        return []
+    try:
+        return [kind(v.strip()) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{name} {value!r}: expected comma-separated {kind.__name__} values") from None
+
+
+def _load_plugins(plugins: tuple[str, ...]) -> None:
+    for path in plugins:
+        load_plugin(path)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dfkd-bench")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
+def cli(plugins: tuple[str, ...]) -> None:
+    """Benchmark data-free knowledge distillation methods on equal budgets."""
+    _load_plugins(plugins)
+
+
+def _listing(entries: list[Any]) -> None:
+    width = max((len(e.name) for e in entries), default=0)
+    for e in entries:
+        click.echo(f"{e.name:<{width}}  {e.description}")
+
+
+@cli.command("methods")
+def methods_cmd() -> None:
+    """List the registered DFKD methods."""
+    _listing(METHODS.entries())
+
+
+@cli.command("datasets")
+def datasets_cmd() -> None:
+    """List the registered datasets."""
+    _listing(DATASETS.entries())
+
+
+@cli.command("models")
+def models_cmd() -> None:
+    """List the model zoo."""
+    _listing(MODELS.entries())
+
+
+class RunPrinter:
+    """Progress bar over each run's rounds and a one-line summary per run (silent with --quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
+                                 transient=True, disable=quiet)
+        self.task: Any = None
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            console.print(message)
+
+    def start(self, res: Any) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(res.run_id, total=None, info="")
+
+    def round(self, res: Any, r: int, n: int, state: Any) -> None:
+        last = state.curve[-1] if state.curve else None
+        info = f"acc {last.student_acc:.2f}%" if last else "warm-up"
+        self.progress.update(self.task, completed=r, total=n, info=info)
+
+    def done(self, res: Any, row: dict[str, Any], cached: bool) -> None:
+        if self.quiet:
+            return
+        tag = "cached" if cached else row.get("status")
+        acc = row.get("student_acc") or "-"
+        self.progress.console.print(
+            f"{row['method']:<14} {row['dataset']} ratio={row['ratio']} res={row['resolution']} seed={row['seed']}: "
+            f"student {acc}% (teacher {row.get('teacher_acc')}%) synth {row.get('synth_s')}s "
+            f"kd {row.get('kd_s')}s total {row.get('total_s')}s [{tag}]"
+            + (f" {row.get('error')}" if row.get("error") else ""))
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    from .report import runs_frame, summarize
+
+    df = runs_frame(rows)
+    summary = summarize(df)
+    table = Table(title="comparison (mean over seeds; seconds are wall-clock per phase)")
+    for col in ["method", "ratio", "res", "seeds", "teacher acc", "student acc", "±", "synth s", "kd s", "total s",
+                "images"]:
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in summary.itertuples(index=False):
+        table.add_row(r.method, f"{r.ratio:g}", str(r.resolution), str(r.seeds), f"{r.teacher_acc:.2f}",
+                      f"{r.student_acc:.2f}", f"{r.student_acc_std:.2f}", f"{r.synth_s:.1f}", f"{r.kd_s:.1f}",
+                      f"{r.total_s:.1f}", f"{r.images:.0f}")
+    console.print(table)
+    bad = df[df["status"] != "ok"]
+    for r in bad.itertuples(index=False):
+        console.print(f"{r.run_id}: {r.status} {getattr(r, 'error', '')}")
+
+
+@cli.command("run")
+@click.option("--methods", "methods", required=True, help="Comma-separated methods, e.g. muse,nayer.")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--ratio", default="0.1", show_default=True, help="Synthetic images / real train size; a list sweeps.")
+@click.option("--teacher", default=None, help="Teacher architecture (default: the dataset's).")
+@click.option("--student", default=None, help="Student architecture (default: the dataset's).")
+@click.option("--pair", "pairs", multiple=True, help="TEACHER:STUDENT pair to sweep (repeatable).")
+@click.option("--teacher-checkpoint", default=None, help="Teacher weights to use instead of the cache.")
+@click.option("--resolution", default=None, help="Generation resolution N (a list sweeps).")
+@click.option("--resolutions", default=None, help="Multi-resolution set for one run, e.g. 16,32.")
+@click.option("--seed", default="0", show_default=True, help="Seed (a list sweeps).")
+@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--data-root", default=None, help="Folder with the dataset's files (not needed for digits).")
+@click.option("--label-embeddings", default=None, help="Label-embedding file (.npz) instead of the shipped one.")
+@click.option("--set", "sets", multiple=True, help="METHOD.PARAM=VALUE hyper-parameter override (repeatable).")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
+@click.option("--force", is_flag=True, help="Redo runs that are already finished.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student: str | None,
+            pairs: tuple[str, ...], teacher_checkpoint: str | None, resolution: str | None,
+            resolutions: str | None, seed: str, out_dir: str, device: str, data_root: str | None,
+            label_embeddings: str | None, sets: tuple[str, ...], plugins: tuple[str, ...], force: bool,
+            quiet: bool) -> None:
+    """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
+    from .runner import expand, run_many
+
+    _load_plugins(plugins)
+    method_names = [m.lower() for m in _split(methods, str, "--methods")]
+    if not method_names:
+        raise UserError(f"--methods is empty; choose from: {', '.join(METHODS.names())}")
+    for name in method_names:
+        METHODS.get(name)
+    overrides = parse_set_options(list(sets), method_names)
+    pair_list: list[tuple[str | None, str | None]] = []
+    for p in pairs:
+        t, sep, s = p.partition(":")
+        if not sep or not t or not s:
+            raise UserError(f"--pair {p!r} is malformed; expected TEACHER:STUDENT")
+        pair_list.append((t, s))
+    base = RunConfig(method=method_names[0], dataset=dataset, teacher=teacher, student=student,
+                     resolutions=tuple(_split(resolutions, int, "--resolutions")) or None, device=device,
+                     data_root=data_root, teacher_checkpoint=teacher_checkpoint, label_embeddings=label_embeddings)
+    configs = expand(method_names, base, ratios=_split(ratio, float, "--ratio"),
+                     resolutions=_split(resolution, int, "--resolution") or [None],
+                     seeds=_split(seed, int, "--seed"), pairs=pair_list or [(None, None)], overrides=overrides)
+    printer = RunPrinter(quiet)
+    with printer.progress:
+        rows = run_many(configs, out_dir, force=force, on_round=printer.round, on_start=printer.start,
+                        on_done=printer.done, log=printer.log)
+    _print_table(rows)
+    console.print(f"results: {Path(out_dir) / 'runs.csv'}")
+
+
+@cli.group("teacher")
+def teacher_group() -> None:
+    """Train or inspect cached teachers."""
+
+
+@teacher_group.command("train")
+@click.option("--dataset", default="digits", show_default=True)
+@click.option("--arch", default=None, help="Architecture (default: the dataset's teacher).")
+@click.option("--epochs", default=None, type=int, help="Training epochs (default: the recipe's).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--data-root", default=None)
+def teacher_train_cmd(dataset: str, arch: str | None, epochs: int | None, seed: int, device: str,
+                      data_root: str | None) -> None:
+    """Train a teacher on the real data and cache it with its card (retrains if cached)."""
+    from .data import get_dataset
+    from .runner import pick_device
+    from .teachers import TeacherRecipe, get_teacher
+
+    spec = get_dataset(dataset)
+    arch = arch or spec.default_teacher
+    MODELS.get(arch)
+    if epochs is not None and epochs <= 0:
+        raise UserError(f"--epochs must be > 0, got {epochs}")
+    if spec.needs_data_root and not data_root:
+        raise UserError(f"dataset {spec.name} needs --data-root DIR (where its files are)")
+    recipe = TeacherRecipe(**({"epochs": epochs} if epochs else {}))
+    _, card = get_teacher(spec, arch, spec.load(data_root), pick_device(device), seed=seed, recipe=recipe,
+                          retrain=True, log=console.print)
+    console.print(f"teacher {card.arch} on {card.dataset}: test accuracy {card.test_acc:.2f}% "
+                  f"({card.train_seconds:.1f}s) -> {card.path} (sha256 {card.sha256[:12]})")
+
+
+@cli.command("embed-labels")
+@click.option("--dataset", default=None, help="Dataset whose class names to embed.")
+@click.option("--classes", "classes_file", default=None, type=click.Path(), help="File with one class name a line.")
+@click.option("--prompt", default=None, help="Prompt template with {} for the class name.")
+@click.option("--out", "out_file", required=True, type=click.Path(), help="Output .npz file.")
+def embed_labels_cmd(dataset: str | None, classes_file: str | None, prompt: str | None, out_file: str) -> None:
+    """Compute label-text embeddings with all-MiniLM-L6-v2 (needs the `text` extra)."""
+    from . import label_embeddings as le
+
+    if bool(dataset) == bool(classes_file):
+        raise UserError("embed-labels needs exactly one of --dataset NAME or --classes FILE")
+    try:
+        if classes_file:
+            names = le.read_class_names(classes_file)
+        else:
+            names = list(DATASETS.get(dataset).class_names)
+        emb = le.compute_label_embeddings(names, prompt or le.default_prompt(dataset))
+        le.save_label_embeddings(emb, out_file)
+    except le.LabelEmbeddingError as exc:
+        raise UserError(str(exc)) from exc
+    console.print(f"{emb.num_classes} label embeddings ({emb.dim}-d, prompt {emb.prompt!r}) -> {out_file}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: bad input gets one line on stderr and exit status 2, never a traceback."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        with click.Context(cli, info_name="dfkd-bench") as ctx:
+            click.echo(cli.get_help(ctx))
+        return
+    try:
+        cli.main(args=args, prog_name="dfkd-bench", standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted; run the same command again to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume from the last checkpoint", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()
