@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import RunConfig, parse_set_options
+from .config import RunConfig
 from .data import DATASETS
 from .errors import UserError
 from .models import MODELS
@@ -75,6 +75,10 @@ class RunPrinter:
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
                                  transient=True, disable=quiet)
         self.task: Any = None
+
+    def callbacks(self) -> dict[str, Any]:
+        """The hooks `run_many` calls."""
+        return {"on_round": self.round, "on_start": self.start, "on_done": self.done, "log": self.log}
 
     def log(self, message: str) -> None:
         if not self.quiet:
@@ -146,33 +150,78 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             label_embeddings: str | None, sets: tuple[str, ...], plugins: tuple[str, ...], force: bool,
             quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
-    from .runner import expand, run_many
+    from .runner import run
 
     _load_plugins(plugins)
-    method_names = [m.lower() for m in _split(methods, str, "--methods")]
-    if not method_names:
-        raise UserError(f"--methods is empty; choose from: {', '.join(METHODS.names())}")
-    for name in method_names:
-        METHODS.get(name)
-    overrides = parse_set_options(list(sets), method_names)
-    pair_list: list[tuple[str | None, str | None]] = []
+    pair_list: list[tuple[str, str]] = []
     for p in pairs:
         t, sep, s = p.partition(":")
         if not sep or not t or not s:
             raise UserError(f"--pair {p!r} is malformed; expected TEACHER:STUDENT")
         pair_list.append((t, s))
-    base = RunConfig(method=method_names[0], dataset=dataset, teacher=teacher, student=student,
-                     resolutions=tuple(_split(resolutions, int, "--resolutions")) or None, device=device,
-                     data_root=data_root, teacher_checkpoint=teacher_checkpoint, label_embeddings=label_embeddings)
-    configs = expand(method_names, base, ratios=_split(ratio, float, "--ratio"),
-                     resolutions=_split(resolution, int, "--resolution") or [None],
-                     seeds=_split(seed, int, "--seed"), pairs=pair_list or [(None, None)], overrides=overrides)
     printer = RunPrinter(quiet)
     with printer.progress:
-        rows = run_many(configs, out_dir, force=force, on_round=printer.round, on_start=printer.start,
-                        on_done=printer.done, log=printer.log)
+        rows = run(_split(methods, str, "--methods"), dataset=dataset, ratio=_split(ratio, float, "--ratio"),
+                   seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--resolution"),
+                   resolutions=_split(resolutions, int, "--resolutions"), teacher=teacher, student=student,
+                   pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
+                   teacher_checkpoint=teacher_checkpoint, label_embeddings=label_embeddings, force=force,
+                   **printer.callbacks())
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")
+
+
+def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: bool) -> None:
+    """Run configurations with progress, then print the comparison table."""
+    from .runner import run_many
+
+    printer = RunPrinter(quiet)
+    with printer.progress:
+        rows = run_many(configs, out_dir, force=force, **printer.callbacks())
+    _print_table(rows)
+    console.print(f"results: {Path(out_dir) / 'runs.csv'}")
+
+
+@cli.command("sweep")
+@click.argument("sweep_file", type=click.Path())
+@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
+@click.option("--shard", default=None, help="i/n: run only the i-th of n disjoint parts (job arrays).")
+@click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
+@click.option("--force", is_flag=True, help="Redo runs that are already finished.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], force: bool,
+              quiet: bool) -> None:
+    """Run the grid of a TOML sweep file (see configs/); finished runs are skipped."""
+    from .sweep import load_sweep, parse_shard
+    from .sweep import shard as take_shard
+
+    _load_plugins(plugins)
+    index, count = parse_shard(shard)
+    _run_configs(take_shard(load_sweep(sweep_file), index, count), out_dir, force, quiet)
+
+
+@cli.command("report")
+@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
+@click.option("--threshold", default=None, type=float, help="Add the seconds to first reach this accuracy (%).")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "csv", "latex"]))
+def report_cmd(out_dir: str, threshold: float | None, fmt: str) -> None:
+    """Summarise runs.csv over seeds (mean and std of accuracy, seconds per phase)."""
+    from .report import read_runs_csv, summarize, to_markdown
+    from .report.tables import add_time_to_accuracy
+
+    if not (Path(out_dir) / "runs.csv").exists():
+        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --out DIR")
+    df = read_runs_csv(out_dir)
+    if threshold is not None:
+        df = add_time_to_accuracy(df, out_dir, threshold)
+    table = summarize(df)
+    if fmt == "csv":
+        click.echo(table.to_csv(index=False), nl=False)
+    elif fmt == "latex":
+        click.echo(table.to_latex(index=False, float_format="%.2f"))
+    else:
+        click.echo(to_markdown(table))
 
 
 @cli.group("teacher")

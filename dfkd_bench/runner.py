@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import __version__
-from .config import MethodHparams, RunConfig, hparams_dict, resolve_hparams, stable_hash
+from .config import MethodHparams, RunConfig, hparams_dict, parse_set_options, resolve_hparams, stable_hash
 from .data import get_dataset
 from .data.spec import DatasetSpec, RealData
 from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
@@ -278,3 +278,34 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
         if on_done:
             on_done(res, row, False)
     return rows
+
+
+def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Sequence[float] = 0.1,
+        seed: int | Sequence[int] = 0, resolution: int | Sequence[int] | None = None,
+        resolutions: Sequence[int] | None = None, teacher: str | None = None, student: str | None = None,
+        pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (), out: str | Path = "results",
+        device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
+        label_embeddings: str | None = None, force: bool = False, **callbacks: Any) -> list[dict[str, Any]]:
+    """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
+
+    Lists sweep (ratios, seeds, resolutions, pairs); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
+    are passed to `run_many` (on_round, on_start, on_done, log).
+    """
+    names = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    if not names:
+        raise UserError(f"no methods given; choose from: {', '.join(METHODS.names())}")
+    for name in names:
+        METHODS.get(name)
+    base = RunConfig(method=names[0], dataset=dataset, teacher=teacher, student=student,
+                     resolutions=tuple(resolutions) if resolutions else None, device=device, data_root=data_root,
+                     teacher_checkpoint=teacher_checkpoint, label_embeddings=label_embeddings)
+    configs = expand(names, base, ratios=_as_list(ratio), resolutions=_as_list(resolution) or [None],
+                     seeds=_as_list(seed), pairs=list(pairs) or [(None, None)],
+                     overrides=parse_set_options(list(sets), names))
+    return run_many(configs, out, force=force, **callbacks)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -26,7 +26,9 @@ def read_runs_csv(out_dir: str | Path) -> pd.DataFrame:
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds of accuracy and per-phase seconds, per configuration."""
+    """Mean and standard deviation over seeds of accuracy and per-phase seconds, per configuration
+    (plus the mean of any time-to-accuracy column `t<threshold>_s`, NaN where a seed never got there)."""
+    extra = [c for c in df.columns if c.startswith("t") and c.endswith("_s") and c not in NUMERIC]
     ok = df[df["status"] == "ok"]
     if ok.empty:
         return pd.DataFrame(columns=GROUP_KEYS)
@@ -40,6 +42,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         kd_s=("kd_s", "mean"),
         total_s=("total_s", "mean"),
         images=("n_synthetic", "mean"),
+        **{c: (c, "mean") for c in extra},
     ).reset_index()
     out["student_acc_std"] = out["student_acc_std"].fillna(0.0)
     return out
@@ -57,3 +60,19 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def time_to_accuracy(curve: pd.DataFrame, threshold: float) -> float:
+    """Elapsed synthesis+KD seconds at the first evaluation reaching `threshold` percent (NaN if never)."""
+    hit = curve[curve["student_acc"] >= threshold]
+    return float(hit["elapsed_s"].iloc[0]) if len(hit) else float("nan")
+
+
+def add_time_to_accuracy(df: pd.DataFrame, out_dir: str | Path, threshold: float) -> pd.DataFrame:
+    """Add a `t{threshold}_s` column per run from runs/<run_id>/curve.csv."""
+    column = f"t{threshold:g}_s"
+    values = []
+    for run_id in df["run_id"]:
+        path = Path(out_dir) / "runs" / str(run_id) / "curve.csv"
+        values.append(time_to_accuracy(pd.read_csv(path), threshold) if path.exists() else float("nan"))
+    return df.assign(**{column: values})

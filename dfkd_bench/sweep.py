@@ -1,0 +1,73 @@
+"""Sweep files (TOML): the grid of a comparison, and `--shard i/n` to split it across jobs."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, parse_set_options
+from .errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "seeds", "pairs", "set", "device",
+        "data_root", "label_embeddings"}
+
+
+def load_sweep(path: str | Path) -> list[RunConfig]:
+    """Read a sweep file into run configurations (methods x pairs x ratios x resolutions x seeds)."""
+    from .runner import expand
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file {path} does not exist")
+    try:
+        spec: dict[str, Any] = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"sweep file {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(spec) - KEYS)
+    if unknown:
+        raise UserError(f"sweep file {path}: unknown keys {', '.join(unknown)}; choose from: {', '.join(sorted(KEYS))}")
+    methods = [m.lower() for m in spec.get("methods", [])]
+    if not methods:
+        raise UserError(f"sweep file {path} lists no methods")
+    sets = [f"{k}={v}" for k, v in spec.get("set", {}).items()]
+    overrides = parse_set_options(sets, methods)
+    base = RunConfig(method=methods[0], dataset=spec.get("dataset", "digits"), device=spec.get("device", "auto"),
+                     data_root=spec.get("data_root"), label_embeddings=spec.get("label_embeddings"))
+    pairs = [tuple(p) for p in spec.get("pairs", [])] or [(None, None)]
+    grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides)
+    configs = expand(methods, base, resolutions=spec.get("resolutions", [None]), **grid)
+    for multi in spec.get("multi_resolutions", []):
+        configs += expand([m for m in methods if _is_multi(m)], replace(base, resolutions=tuple(int(r) for r in multi)), **grid)
+    return configs
+
+
+def _is_multi(method: str) -> bool:
+    from .plugins import METHODS
+
+    return bool(getattr(METHODS.get(method), "multi_resolution", False))
+
+
+def parse_shard(value: str | None) -> tuple[int, int]:
+    """'i/n' (1-based) to (i, n); None is the whole sweep."""
+    if not value:
+        return 1, 1
+    i, sep, n = value.partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        index, count = 0, 0
+    if not sep or count < 1 or not 1 <= index <= count:
+        raise UserError(f"--shard {value!r}: expected i/n with 1 <= i <= n, e.g. 2/8")
+    return index, count
+
+
+def shard(configs: list[RunConfig], index: int, count: int) -> list[RunConfig]:
+    """Every count-th configuration starting at index (1-based): disjoint parts that merge by run_id."""
+    return configs[index - 1::count]
