@@ -103,7 +103,7 @@ class RunPrinter:
             f"{row['method']:<14} {row['dataset']} ratio={row['ratio']} res={row['resolution']} seed={row['seed']}: "
             f"student {acc}% (teacher {row.get('teacher_acc')}%) synth {row.get('synth_s')}s "
             f"kd {row.get('kd_s')}s total {row.get('total_s')}s [{tag}]"
-            + (f" {row.get('error')}" if row.get("error") else ""))
+            + (f" {row.get('error')}" if row.get("error") else ""), markup=False)
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
@@ -122,7 +122,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     console.print(table)
     bad = df[df["status"] != "ok"]
     for r in bad.itertuples(index=False):
-        console.print(f"{r.run_id}: {r.status} {getattr(r, 'error', '')}")
+        console.print(f"{r.run_id}: {r.status} {getattr(r, 'error', '')}", markup=False)
 
 
 @cli.command("run")
@@ -278,6 +278,24 @@ def embed_labels_cmd(dataset: str | None, classes_file: str | None, prompt: str 
     except le.LabelEmbeddingError as exc:
         raise UserError(str(exc)) from exc
     console.print(f"{emb.num_classes} label embeddings ({emb.dim}-d, prompt {emb.prompt!r}) -> {out_file}")
+
+
+@cli.command("plot")
+@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
+@click.option("--to", "fig_dir", default=None, type=click.Path(), help="Folder for the PNGs (default OUT/figures).")
+def plot_cmd(out_dir: str, fig_dir: str | None) -> None:
+    """Accuracy-vs-time bubbles, accuracy-vs-ratio lines and per-run curves as PNG files."""
+    from .report import read_runs_csv
+    from .report import plots
+
+    if not (Path(out_dir) / "runs.csv").exists():
+        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --out DIR")
+    df = read_runs_csv(out_dir)
+    target = Path(fig_dir) if fig_dir else Path(out_dir) / "figures"
+    for made in (plots.accuracy_vs_time(df, target / "accuracy_vs_time.png"),
+                 plots.accuracy_vs_ratio(df, target / "accuracy_vs_ratio.png"),
+                 plots.curves(out_dir, df, target / "curves.png")):
+        console.print(str(made))
 
 
 def main(argv: list[str] | None = None) -> None:

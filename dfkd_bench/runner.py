@@ -56,9 +56,12 @@ class ResolvedRun:
 
     @property
     def run_id(self) -> str:
+        """<method>-<dataset>-r<ratio>-<res>px-s<seed>-<hash of everything but the seed>, so runs that
+        differ only in seed share the hash (the report groups seeds by it)."""
         c = self.config
+        variant = {k: v for k, v in self.identity().items() if k != "seed"}
         return f"{self.method_cls.name}-{self.spec.name}-r{c.ratio:g}-{self.resolution_label}px-s{c.seed}-" \
-               f"{stable_hash(self.identity(), 8)}"
+               f"{stable_hash(variant, 8)}"
 
 
 def pick_device(name: str) -> torch.device:
@@ -138,6 +141,7 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, data: RealData, run
     cuda = device.type == "cuda"
     student = create_model(resolved.student, spec.num_classes, spec.in_chans).to(device)
     if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
         student = student.to(memory_format=torch.channels_last)
         teacher = teacher.to(memory_format=torch.channels_last)
     ctx = MethodContext(teacher=teacher, student=student, spec=spec, device=device, generator=generator,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from dfkd_bench.config import MethodHparams
 from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, SyntheticBatch, js_divergence
 from dfkd_bench.engine import random_labels, total_variation
-from dfkd_bench.engine.synthesis import BestIterate, teacher_terms
+from dfkd_bench.engine.synthesis import BestIterate, student_logits, teacher_terms
 from dfkd_bench.plugins import register_method
 
 
@@ -80,21 +80,17 @@ class DeepInversion(Method):
     def _loss(self, z: torch.Tensor, labels: torch.Tensor, lowres: bool) -> torch.Tensor:
         hp = self.hp
         z_j = self._jitter(z)
-        if lowres:
-            z_j = F.avg_pool2d(z_j, 2)
-        if self.feed_size is not None and not lowres:
-            z_j = F.interpolate(z_j, size=(self.feed_size, self.feed_size), mode="bilinear", align_corners=False)
-        x_in = z_j.contiguous(memory_format=torch.channels_last) if self.ctx.channels_last else z_j
-        t_logits, bn, ce = teacher_terms(self.ctx, self.bn_loss, x_in, labels)
         tv_l1, tv_l2 = total_variation(z_j)
+        x_in = F.avg_pool2d(z_j, 2) if lowres else z_j
+        if self.feed_size is not None and not lowres and x_in.shape[-1] != self.feed_size:
+            x_in = F.interpolate(x_in, size=(self.feed_size, self.feed_size), mode="bilinear", align_corners=False)
+        if self.ctx.channels_last:
+            x_in = x_in.contiguous(memory_format=torch.channels_last)
+        t_logits, bn, ce = teacher_terms(self.ctx, self.bn_loss, x_in, labels)
         loss = hp.ce * ce + hp.r_feature * bn + hp.tv_l2 * tv_l2 + hp.tv_l1 * tv_l1
         loss = loss + hp.l2 * torch.linalg.vector_norm(z_j)
         if hp.adi > 0 and not self.in_warmup and self.rounds_done > 0:
-            was_training = self.ctx.student.training
-            self.ctx.student.eval()
-            with self.ctx.autocast():
-                s_logits = self.ctx.student(x_in).float()
-            self.ctx.student.train(was_training)
+            s_logits = student_logits(self.ctx, x_in)
             loss = loss + hp.adi * (1 - js_divergence(s_logits, t_logits, hp.adi_temperature))
         return loss
 

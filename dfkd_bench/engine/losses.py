@@ -67,7 +67,12 @@ class BNStatisticsLoss:
         return {"ema_mean": self.ema_mean, "ema_var": self.ema_var}
 
     def load_state_dict(self, state: dict) -> None:
-        self.ema_mean, self.ema_var = state["ema_mean"], state["ema_var"]
+        device = self.stats.layers[0].running_mean.device if self.stats.layers else None
+
+        def moved(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+            return None if tensors is None else [t.to(device) for t in tensors]
+
+        self.ema_mean, self.ema_var = moved(state["ema_mean"]), moved(state["ema_var"])
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -18,14 +18,19 @@ def teacher_terms(ctx: MethodContext, bn_loss: BNStatisticsLoss, x: torch.Tensor
     return logits, bn_loss(), F.cross_entropy(logits, labels)
 
 
-def student_adversarial(ctx: MethodContext, x: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
-    """The boundary loss of the student (in eval mode, so synthesis never moves its BN statistics)."""
+def student_logits(ctx: MethodContext, x: torch.Tensor) -> torch.Tensor:
+    """Student logits in eval mode, so synthesis never moves the student's BN statistics."""
     was_training = ctx.student.training
     ctx.student.eval()
     with ctx.autocast():
-        s_logits = ctx.student(x).float()
+        logits = ctx.student(x).float()
     ctx.student.train(was_training)
-    return adversarial_loss(s_logits, t_logits)
+    return logits
+
+
+def student_adversarial(ctx: MethodContext, x: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
+    """The boundary loss of the student against the teacher on a synthetic batch."""
+    return adversarial_loss(student_logits(ctx, x), t_logits)
 
 
 class BestIterate:

@@ -7,7 +7,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution"]
+GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "variant"]
 NUMERIC = ["teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "n_synthetic", "peak_mem_mb"]
 
 
@@ -29,7 +29,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of accuracy and per-phase seconds, per configuration
     (plus the mean of any time-to-accuracy column `t<threshold>_s`, NaN where a seed never got there)."""
     extra = [c for c in df.columns if c.startswith("t") and c.endswith("_s") and c not in NUMERIC]
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == "ok"].assign(variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1])
     if ok.empty:
         return pd.DataFrame(columns=GROUP_KEYS)
     grouped = ok.groupby(GROUP_KEYS, sort=False)
