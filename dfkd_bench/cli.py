@@ -75,6 +75,14 @@ class RunPrinter:
                                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console,
                                  transient=True, disable=quiet)
         self.task: Any = None
+        self.started = False
+
+    def __enter__(self) -> "RunPrinter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.started:
+            self.progress.stop()
 
     def callbacks(self) -> dict[str, Any]:
         """The hooks `run_many` calls."""
@@ -85,6 +93,9 @@ class RunPrinter:
             console.print(message)
 
     def start(self, res: Any) -> None:
+        if not self.started:
+            self.progress.start()
+            self.started = True
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(res.run_id, total=None, info="")
@@ -101,8 +112,8 @@ class RunPrinter:
         acc = row.get("student_acc") or "-"
         self.progress.console.print(
             f"{row['method']:<14} {row['dataset']} ratio={row['ratio']} res={row['resolution']} seed={row['seed']}: "
-            f"student {acc}% (teacher {row.get('teacher_acc')}%) synth {row.get('synth_s')}s "
-            f"kd {row.get('kd_s')}s total {row.get('total_s')}s [{tag}]"
+            f"student {acc}% (teacher {row.get('teacher_acc')}%) synth {row.get('synth_s') or '-'}s "
+            f"kd {row.get('kd_s') or '-'}s total {row.get('total_s') or '-'}s [{tag}]"
             + (f" {row.get('error')}" if row.get("error") else ""), markup=False)
 
 
@@ -160,7 +171,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             raise UserError(f"--pair {p!r} is malformed; expected TEACHER:STUDENT")
         pair_list.append((t, s))
     printer = RunPrinter(quiet)
-    with printer.progress:
+    with printer:
         rows = run(_split(methods, str, "--methods"), dataset=dataset, ratio=_split(ratio, float, "--ratio"),
                    seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--resolution"),
                    resolutions=_split(resolutions, int, "--resolutions"), teacher=teacher, student=student,
@@ -176,7 +187,7 @@ def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: boo
     from .runner import run_many
 
     printer = RunPrinter(quiet)
-    with printer.progress:
+    with printer:
         rows = run_many(configs, out_dir, force=force, **printer.callbacks())
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")

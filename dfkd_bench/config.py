@@ -33,6 +33,23 @@ class MethodHparams:
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
+    def validate(self, method: str = "method") -> None:
+        """Raise a UserError for out-of-range values, before any run starts; subclasses extend it."""
+        positive = ("synth_batch", "kd_batch", "eval_every", "temperature", "lr")
+        non_negative = ("kd_steps", "warmup_rounds", "final_kd_steps", "weight_decay", "momentum")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be > 0")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
+
+    @staticmethod
+    def check_choice(method: str, name: str, value: str, choices: tuple[str, ...]) -> None:
+        """A string knob must be one of `choices`."""
+        if value not in choices:
+            raise UserError(f"{method}.{name}={value!r}; choose from: {', '.join(choices)}")
+
 
 H = TypeVar("H", bound=MethodHparams)
 
@@ -77,6 +94,7 @@ def resolve_hparams(cls: type[H], dataset: str, overrides: dict[str, Any] | None
                             f"choose from: {', '.join(sorted(known))}")
         current = getattr(hp, key)
         setattr(hp, key, _cast(value, current, f"{method}.{key}") if isinstance(value, str) else value)
+    hp.validate(method)
     return hp
 
 

@@ -152,8 +152,11 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, data: RealData, run
     hook = (lambda r, n, state: on_round(resolved, r, n, state)) if on_round else None
     run = DistillationRun(method, ctx, data.test_x, data.test_y, resolved.n_synthetic,
                           checkpoint_path=run_dir / "checkpoint.pt", on_round=hook)
-    run.try_resume()
-    return run.run(), ctx
+    try:
+        run.try_resume()
+        return run.run(), ctx
+    finally:
+        method.close()
 
 
 def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> dict[str, Any]:
@@ -204,6 +207,7 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
     except Diverged as exc:
         row.update(status="diverged", error=str(exc), student_acc="nan")
         log.info("diverged: %s", exc)
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # finished: never resumed
     except (KeyboardInterrupt, UserError):
         raise
     except Exception as exc:  # recorded so a sweep goes on; the traceback goes to the run's log

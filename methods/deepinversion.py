@@ -64,7 +64,8 @@ class DeepInversion(Method):
 
     def __init__(self, ctx: MethodContext, hparams: DeepInversionHparams) -> None:
         super().__init__(ctx, hparams)
-        self.bn_loss = BNStatisticsLoss(ctx.teacher, momentum=0.0, first_multiplier=hparams.first_bn_multiplier)
+        self.bn_loss = self.track(BNStatisticsLoss(ctx.teacher, momentum=0.0,
+                                                   first_multiplier=hparams.first_bn_multiplier))
         self.mean = ctx.normalize.mean.to(ctx.device)
         self.std = ctx.normalize.std.to(ctx.device)
 

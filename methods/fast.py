@@ -39,6 +39,12 @@ class FastHparams(MethodHparams):
     synth_augment: bool = True
     keep_best: bool = True
 
+    def validate(self, method: str = "fast") -> None:
+        super().validate(method)
+        self.check_choice(method, "meta", self.meta, ("maml", "reptile"))
+        if self.g_steps < 1:
+            raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
+
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, nz=64, g_steps=10, lr_g=4e-3, lr_z=0.02, synth_batch=64, warmup_rounds=2,
                        kd_steps=40, kd_batch=128, lr=0.1, temperature=4.0, adv=1.0, final_kd_steps=200),
@@ -61,12 +67,10 @@ class Fast(Method):
 
     def __init__(self, ctx: MethodContext, hparams: FastHparams) -> None:
         super().__init__(ctx, hparams)
-        if hparams.meta not in ("maml", "reptile"):
-            raise UserError(f"fast.meta={hparams.meta!r}; choose from: maml, reptile")
         self.generator = LatentGenerator(hparams.nz, hparams.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
         self.meta_optimizer = torch.optim.Adam(self.generator.parameters(), lr=hparams.lr_g * hparams.g_steps,
                                                betas=(0.5, 0.999))
-        self.bn_loss = BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum)
+        self.bn_loss = self.track(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
 
     def _generator_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         hp, ctx = self.hp, self.ctx

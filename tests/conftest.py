@@ -15,9 +15,6 @@ import torch
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parents[1]
-EXAMPLE_PLUGIN = Path(__file__).resolve().parent / "example_plugin.py"
-
 # Per-method overrides that make a digits run take about a second on one CPU thread:
 # 72 images (ratio 0.05) in 5 rounds of 16, a few KD steps each.
 TINY: dict[str, dict[str, str]] = {
@@ -27,16 +24,26 @@ TINY: dict[str, dict[str, str]] = {
                       "final_kd_steps": "0"},
     "teacher_noise": {"synth_batch": "16", "steps": "2", "kd_steps": "4", "kd_batch": "32"},
 }
-TINY_RATIO = 0.05
 
 
-def tiny_set_args(*methods: str) -> list[str]:
-    """`--set METHOD.PARAM=VALUE` arguments for the tiny budget of each method."""
-    args: list[str] = []
-    for method in methods:
-        for key, value in TINY[method].items():
-            args += ["--set", f"{method}.{key}={value}"]
-    return args
+@pytest.fixture
+def tiny() -> dict[str, dict[str, str]]:
+    """The tiny per-method overrides (a fresh copy a test may change)."""
+    return {method: dict(values) for method, values in TINY.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_args():
+    """`tiny_args(*methods)`: `--set METHOD.PARAM=VALUE` arguments for the tiny budget of each method."""
+
+    def make(*methods: str) -> list[str]:
+        args: list[str] = []
+        for method in methods:
+            for key, value in TINY[method].items():
+                args += ["--set", f"{method}.{key}={value}"]
+        return args
+
+    return make
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -27,6 +27,10 @@ class BNStatisticsLoss:
         self.ema_mean: list[torch.Tensor] | None = None
         self.ema_var: list[torch.Tensor] | None = None
 
+    def remove(self) -> None:
+        """Detach the hooks from the model."""
+        self.stats.remove()
+
     @contextmanager
     def collect(self) -> Iterator[None]:
         """Record the BN-input statistics of the forwards inside the block (earlier ones are dropped)."""

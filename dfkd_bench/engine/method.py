@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,9 @@ from ..data.spec import DatasetSpec
 from .augment import Normalize
 from .bank import resize
 from .losses import kd_loss
+
+
+HookT = TypeVar("HookT")
 
 
 @dataclass
@@ -76,6 +79,18 @@ class Method:
         self.hp = hparams
         self.rounds_done = 0
         self.warmup_rounds = hparams.warmup_rounds
+        self._hooks: list[Any] = []
+
+    def track(self, hooks: HookT) -> HookT:
+        """Remember an object holding forward hooks (it has `remove()`) so `close()` detaches it."""
+        self._hooks.append(hooks)
+        return hooks
+
+    def close(self) -> None:
+        """Detach every tracked hook from the shared teacher and the student (called after a run)."""
+        for hooks in self._hooks:
+            hooks.remove()
+        self._hooks.clear()
 
     @property
     def in_warmup(self) -> bool:
