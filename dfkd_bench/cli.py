@@ -17,7 +17,7 @@ from .errors import UserError
 from .models import MODELS
 from .plugins import METHODS, load_plugin
 
-console = Console(stderr=False, highlight=False)
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 
 
 def _split(value: str | None, kind: type, name: str) -> list[Any]:

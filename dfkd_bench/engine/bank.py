@@ -17,40 +17,52 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 class SyntheticBank:
-    """Images grouped by resolution (MUSE stores several), each group one uint8 tensor plus labels."""
+    """Images grouped by resolution (MUSE stores several), each group one uint8 tensor plus labels.
+
+    Storage grows geometrically (amortised O(1) appends, no full copy every round); only the filled
+    part is ever read or saved.
+    """
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self._images: dict[int, torch.Tensor] = {}
         self._labels: dict[int, torch.Tensor] = {}
+        self._count: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return sum(t.shape[0] for t in self._labels.values())
+        return sum(self._count.values())
 
     @property
     def resolutions(self) -> list[int]:
-        return sorted(self._images)
+        return sorted(self._count)
 
     def nbytes(self) -> int:
-        """Memory held by the images."""
-        return sum(t.numel() * t.element_size() for t in self._images.values())
+        """Memory held by the stored images."""
+        return sum(self.images(r).numel() for r in self._count)
 
     def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Append a batch of [0,1] images (N, C, r, r) with their labels."""
-        res = int(images.shape[-1])
+        res, n = int(images.shape[-1]), images.shape[0]
         new_x, new_y = to_uint8(images).to(self.device), labels.detach().to(self.device, torch.long)
-        if res in self._images:
-            self._images[res] = torch.cat([self._images[res], new_x])
-            self._labels[res] = torch.cat([self._labels[res], new_y])
-        else:
-            self._images[res], self._labels[res] = new_x, new_y
+        count = self._count.get(res, 0)
+        if res not in self._images or count + n > self._images[res].shape[0]:
+            capacity = max(count + n, 2 * count)
+            grown_x = torch.empty((capacity, *new_x.shape[1:]), dtype=torch.uint8, device=self.device)
+            grown_y = torch.empty(capacity, dtype=torch.long, device=self.device)
+            if count:
+                grown_x[:count] = self._images[res][:count]
+                grown_y[:count] = self._labels[res][:count]
+            self._images[res], self._labels[res] = grown_x, grown_y
+        self._images[res][count:count + n] = new_x
+        self._labels[res][count:count + n] = new_y
+        self._count[res] = count + n
 
     def images(self, resolution: int) -> torch.Tensor:
         """All stored images of one resolution, uint8."""
-        return self._images[resolution]
+        return self._images[resolution][:self._count[resolution]]
 
     def labels(self, resolution: int) -> torch.Tensor:
-        return self._labels[resolution]
+        return self._labels[resolution][:self._count[resolution]]
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None,
                size: int | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -59,7 +71,7 @@ class SyntheticBank:
         Returns float [0,1] groups (images, labels); with `size` every group is resized (bilinear)
         to size x size and the groups are merged into one.
         """
-        counts = torch.tensor([self._labels[r].shape[0] for r in self.resolutions])
+        counts = torch.tensor([self._count[r] for r in self.resolutions])
         gen_device = generator.device if generator is not None else self.device
         picks = torch.randint(0, int(counts.sum()), (batch_size,), generator=generator, device=gen_device)
         picks = picks.to(self.device)
@@ -80,12 +92,13 @@ class SyntheticBank:
         return [(x, y)]
 
     def state_dict(self) -> dict:
-        return {"images": {r: t.cpu() for r, t in self._images.items()},
-                "labels": {r: t.cpu() for r, t in self._labels.items()}}
+        return {"images": {r: self.images(r).cpu() for r in self.resolutions},
+                "labels": {r: self.labels(r).cpu() for r in self.resolutions}}
 
     def load_state_dict(self, state: dict) -> None:
         self._images = {int(r): t.to(self.device) for r, t in state["images"].items()}
         self._labels = {int(r): t.to(self.device) for r, t in state["labels"].items()}
+        self._count = {int(r): t.shape[0] for r, t in state["labels"].items()}
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
