@@ -20,7 +20,8 @@ class MethodHparams:
     """
 
     synth_batch: int = 64          # images synthesised per round
-    kd_steps: int = 50             # student steps per round (after warm-up)
+    kd_steps: int = 50             # student steps per full round: the run's KD budget is kd_steps per
+                                   # synth_batch synthetic images, spread over the post-warm-up rounds
     kd_batch: int = 128            # student batch drawn from the bank
     lr: float = 0.1                # student SGD learning rate (cosine to lr * lr_min_ratio)
     lr_min_ratio: float = 1e-3

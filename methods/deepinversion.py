@@ -42,7 +42,7 @@ class DeepInversionHparams(MethodHparams):
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(iterations=120, lr_x=0.1, synth_batch=256, jitter=2, first_bn_multiplier=10.0,
-                       r_feature=10.0, tv_l2=1e-4, adi=0.0, kd_steps=150, kd_batch=128, lr=0.1,
+                       r_feature=10.0, tv_l2=1e-4, adi=0.0, kd_steps=160, kd_batch=128, lr=0.1,
                        temperature=4.0, final_kd_steps=200),
         "cifar10": dict(iterations=2000, lr_x=0.1, synth_batch=256, first_bn_multiplier=1.0, r_feature=10.0,
                         tv_l2=2.5e-5, kd_steps=400, kd_batch=256, lr=0.2, weight_decay=1e-4, temperature=20.0),

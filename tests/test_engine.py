@@ -439,3 +439,15 @@ def test_accuracy_in_percent_and_restores_mode() -> None:
     acc = accuracy(model, images, labels, Normalize((0.0,) * 3, (1.0,) * 3), batch_size=2)
     assert acc == pytest.approx(60.0)
     assert model.training
+
+
+def test_kd_schedule_spends_the_same_steps_per_image_whatever_the_round_size() -> None:
+    from dfkd_bench.engine.trainer import kd_schedule
+
+    # 40 steps per 64 images and 160 per 256 are the same rate: equal budgets at every ratio.
+    small_rounds = kd_schedule(40, 64, 718, kd_rounds=10)
+    big_rounds = kd_schedule(160, 256, 718, kd_rounds=3)
+    assert sum(small_rounds) == sum(big_rounds) == round(40 * 718 / 64)
+    assert max(small_rounds) - min(small_rounds) <= 1 and max(big_rounds) - min(big_rounds) <= 1
+    # A partial single round (a tiny ratio) gets its share, not a full round's steps.
+    assert kd_schedule(160, 256, 29, kd_rounds=1) == [round(160 * 29 / 256)]

@@ -62,6 +62,17 @@ def _cosine(total_steps: int, min_ratio: float) -> Callable[[int], float]:
     return factor
 
 
+def kd_schedule(kd_steps: int, synth_batch: int, n_total: int, kd_rounds: int) -> list[int]:
+    """Student steps after each post-warm-up round: the budget is `kd_steps` per full round of
+    `synth_batch` images, i.e. kd_steps * n_total / synth_batch steps, spread evenly over the rounds.
+
+    Methods with the same steps-per-image rate therefore get the same KD budget at every data ratio,
+    whatever their round sizes and warm-up lengths.
+    """
+    budget = round(kd_steps * n_total / synth_batch)
+    return [budget // kd_rounds + (1 if i < budget % kd_rounds else 0) for i in range(kd_rounds)]
+
+
 class DistillationRun:
     """Drives a method over the rounds that spend `n_total` synthetic images."""
 
@@ -75,7 +86,8 @@ class DistillationRun:
         self.rounds = max(1, math.ceil(n_total / hp.synth_batch))
         self.warmup = min(hp.warmup_rounds, self.rounds - 1)
         method.warmup_rounds = self.warmup
-        self.total_kd_steps = (self.rounds - self.warmup) * hp.kd_steps + hp.final_kd_steps
+        self.round_kd_steps = kd_schedule(hp.kd_steps, hp.synth_batch, n_total, self.rounds - self.warmup)
+        self.total_kd_steps = sum(self.round_kd_steps) + hp.final_kd_steps
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
         self.bank = SyntheticBank(ctx.device)
@@ -142,7 +154,7 @@ class DistillationRun:
                 raise Diverged(f"synthesis diverged in round {r} (loss {batch.loss})")
             self.bank.add(batch.images, batch.labels)
             if r >= self.warmup:
-                self._distil(self.hp.kd_steps)
+                self._distil(self.round_kd_steps[r - self.warmup])
             self.method.end_round()
             is_last = r == self.rounds - 1
             if (r + 1) % self.hp.eval_every == 0 and not (is_last and self.hp.final_kd_steps > 0):

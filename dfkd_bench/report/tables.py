@@ -27,7 +27,8 @@ def read_runs_csv(out_dir: str | Path) -> pd.DataFrame:
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of accuracy and per-phase seconds, per configuration
-    (plus the mean of any time-to-accuracy column `t<threshold>_s`, NaN where a seed never got there)."""
+    (plus, for any time-to-accuracy column `t<threshold>_s`, its mean over the seeds that got there and
+    `t<threshold>_reached`, how many did)."""
     extra = [c for c in df.columns if c.startswith("t") and c.endswith("_s") and c not in NUMERIC]
     ok = df[df["status"] == "ok"].assign(variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1])
     if ok.empty:
@@ -43,6 +44,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         total_s=("total_s", "mean"),
         images=("n_synthetic", "mean"),
         **{c: (c, "mean") for c in extra},
+        **{c.replace("_s", "_reached"): (c, "count") for c in extra},
     ).reset_index()
     out["student_acc_std"] = out["student_acc_std"].fillna(0.0)
     return out
