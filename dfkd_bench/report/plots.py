@@ -35,6 +35,9 @@ def accuracy_vs_ratio(df: pd.DataFrame, path: str | Path) -> Path:
         ax.errorbar(part["ratio"], part["student_acc"], yerr=part["student_acc_std"], marker="o", capsize=3,
                     label=name)
     ax.set_xscale("log")
+    ratios = sorted(summary["ratio"].unique())
+    ax.set_xticks(ratios, [f"{r:g}" for r in ratios])
+    ax.minorticks_off()
     ax.set_xlabel("data ratio (synthetic / real training images)")
     ax.set_ylabel("student accuracy (%)")
     ax.legend(fontsize=8)
