@@ -168,7 +168,11 @@ def get_teacher(spec: DatasetSpec, arch: str | None, data: RealData, device: tor
     if log:
         log(f"training teacher {arch} on {spec.name} ({recipe.epochs} epochs, seed {seed}); cached at {path}")
     start = time.perf_counter()
-    model = train_teacher(spec, arch, data, recipe, seed, device)
+    def report(epoch: int, epochs: int, loss: float) -> None:
+        if log and (epoch % 5 == 0 or epoch == epochs):
+            log(f"  teacher epoch {epoch}/{epochs}: train loss {loss:.4f}")
+
+    model = train_teacher(spec, arch, data, recipe, seed, device, on_epoch=report)
     seconds = time.perf_counter() - start
     card = TeacherCard(spec.name, arch, spec.num_classes, accuracy(model, test_x, test_y, norm), asdict(recipe),
                        seed, "", seconds, str(path))
