@@ -279,15 +279,9 @@ def embed_labels_cmd(dataset: str | None, classes_file: str | None, prompt: str 
 
     if bool(dataset) == bool(classes_file):
         raise UserError("embed-labels needs exactly one of --dataset NAME or --classes FILE")
-    try:
-        if classes_file:
-            names = le.read_class_names(classes_file)
-        else:
-            names = list(DATASETS.get(dataset).class_names)
-        emb = le.compute_label_embeddings(names, prompt or le.default_prompt(dataset))
-        le.save_label_embeddings(emb, out_file)
-    except le.LabelEmbeddingError as exc:
-        raise UserError(str(exc)) from exc
+    names = le.read_class_names(classes_file) if classes_file else list(DATASETS.get(dataset).class_names)
+    emb = le.compute_label_embeddings(names, prompt or le.default_prompt(dataset))
+    le.save_label_embeddings(emb, out_file)
     console.print(f"{emb.num_classes} label embeddings ({emb.dim}-d, prompt {emb.prompt!r}) -> {out_file}")
 
 

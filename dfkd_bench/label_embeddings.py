@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
+
 __all__ = [
     "DATASET_PROMPTS",
     "DEFAULT_PROMPT",
@@ -59,11 +61,8 @@ _NAMES_DIR = _ASSETS / "class_names"
 _INSTALL_HINT = "pip install 'dfkd-bench[text]'"
 
 
-class LabelEmbeddingError(ValueError):
+class LabelEmbeddingError(UserError):
     """Label embeddings are missing, invalid or cannot be computed; the message is one line with the fix."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass

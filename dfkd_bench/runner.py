@@ -121,13 +121,10 @@ RoundHook = Callable[[ResolvedRun, int, int, Any], None]
 
 def _label_embedding_loader(resolved: ResolvedRun) -> Callable[[], torch.Tensor]:
     def load() -> torch.Tensor:
-        from .label_embeddings import LabelEmbeddingError, load_label_embeddings
+        from .label_embeddings import load_label_embeddings
 
-        try:
-            emb = load_label_embeddings(resolved.spec.name, resolved.config.label_embeddings,
-                                        num_classes=resolved.spec.num_classes)
-        except LabelEmbeddingError as exc:
-            raise UserError(str(exc)) from exc
+        emb = load_label_embeddings(resolved.spec.name, resolved.config.label_embeddings,
+                                    num_classes=resolved.spec.num_classes)
         return emb.vectors.float()
     return load
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -50,8 +52,7 @@ def random_resized_crop(
     n = x.shape[0]
     dev = x.device
     area = torch.empty(n, device=dev).uniform_(*scale, generator=generator)
-    log_r = torch.empty(n, device=dev).uniform_(torch.log(torch.tensor(ratio[0])).item(),
-                                                 torch.log(torch.tensor(ratio[1])).item(), generator=generator)
+    log_r = torch.empty(n, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
     aspect = torch.exp(log_r)
     sw = torch.sqrt(area * aspect).clamp(max=1.0)
     sh = torch.sqrt(area / aspect).clamp(max=1.0)

@@ -34,15 +34,24 @@ def student_adversarial(ctx: MethodContext, x: torch.Tensor, t_logits: torch.Ten
 
 
 class BestIterate:
-    """Keeps a clone of the images at the lowest loss seen (the reference CIFAR script aliased
-    the tensor and so kept the last iterate; cloning keeps the best)."""
+    """Keeps a copy of the images at the lowest loss seen (the reference CIFAR script aliased
+    the tensor and so kept the last iterate). The choice is made on the device with torch.where,
+    so a synthesis step never waits for the device; `loss` reads the value once, at the end."""
 
     def __init__(self) -> None:
-        self.loss = float("inf")
+        self._loss: torch.Tensor | None = None
         self.images: torch.Tensor | None = None
 
+    @property
+    def loss(self) -> float:
+        """The lowest loss seen (inf before the first update)."""
+        return float("inf") if self._loss is None else float(self._loss)
+
     def update(self, loss: torch.Tensor, images: torch.Tensor) -> None:
-        value = float(loss.detach())
-        if self.images is None or value < self.loss:
-            self.loss = value
-            self.images = images.detach().clone()
+        loss, images = loss.detach(), images.detach()
+        if self._loss is None or self.images is None:
+            self._loss, self.images = loss.clone(), images.clone()
+            return
+        better = loss < self._loss
+        self._loss = torch.where(better, loss, self._loss)
+        self.images = torch.where(better, images, self.images)
