@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from rich.table import Table
 from .config import RunConfig
 from .data import DATASETS
 from .errors import UserError
-from .models import MODELS
+from .models import MODELS, model_info, parameter_count
 from .plugins import METHODS, load_plugin
 
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -62,8 +64,13 @@ def datasets_cmd() -> None:
 
 @cli.command("models")
 def models_cmd() -> None:
-    """List the model zoo."""
-    _listing(MODELS.entries())
+    """List the model zoo: parameters at 10 classes, the input size each is meant for, family, description."""
+    infos = [model_info(name) for name in MODELS.names()]
+    params = [f"{parameter_count(i.name, 10) / 1e6:.2f}M" for i in infos]
+    width = max([len("name")] + [len(i.name) for i in infos])
+    click.echo(f"{'name':<{width}}  {'params':>7}  {'input':>5}  {'family':<8}  description")
+    for info, count in zip(infos, params):
+        click.echo(f"{info.name:<{width}}  {count:>7}  {info.input_size:>5}  {info.family:<8}  {info.description}")
 
 
 class RunPrinter:
@@ -136,6 +143,33 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         console.print(f"{r.run_id}: {r.status} {getattr(r, 'error', '')}", markup=False)
 
 
+def data_options(command: Any) -> Any:
+    """--data-root, --classes and --download, shared by every command that reads a dataset."""
+    command = click.option("--download", is_flag=True,
+                           help="Fetch CIFAR with torchvision's downloader first (needs a network).")(command)
+    command = click.option("--classes", default=None, type=click.Path(),
+                           help="File of ImageNet wnids (one a line): use that class subset.")(command)
+    return click.option("--data-root", default=None,
+                        help="Folder with the dataset's files (default $DFKD_BENCH_DATA; digits needs none).")(command)
+
+
+def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None:
+    if not download:
+        return
+    from .data.cifar import TORCHVISION_CLASSES, download_cifar
+    from .data.spec import DATA_ENV
+
+    spec = DATASETS.get(dataset)
+    if spec.name not in TORCHVISION_CLASSES:
+        raise UserError(f"--download fetches {', '.join(TORCHVISION_CLASSES)}; {spec.name} must be copied "
+                        f"to --data-root by hand")
+    root = data_root or os.environ.get(DATA_ENV)
+    if not root:
+        raise UserError(f"--download needs --data-root DIR (or ${DATA_ENV}) to download into")
+    Path(root).mkdir(parents=True, exist_ok=True)
+    download_cifar(spec, root)
+
+
 @cli.command("run")
 @click.option("--methods", "methods", required=True, help="Comma-separated methods, e.g. muse,nayer.")
 @click.option("--dataset", default="digits", show_default=True)
@@ -149,21 +183,27 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 @click.option("--seed", default="0", show_default=True, help="Seed (a list sweeps).")
 @click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@click.option("--data-root", default=None, help="Folder with the dataset's files (not needed for digits).")
+@data_options
+@click.option("--teacher-weights", default=None, help="torchvision weight set for a tv_* teacher, e.g. IMAGENET1K_V1.")
 @click.option("--label-embeddings", default=None, help="Label-embedding file (.npz) instead of the shipped one.")
 @click.option("--set", "sets", multiple=True, help="METHOD.PARAM=VALUE hyper-parameter override (repeatable).")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
+@click.option("--smoke", is_flag=True, help="A handful of steps per phase on a tiny budget: check a setup end to end.")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student: str | None,
             pairs: tuple[str, ...], teacher_checkpoint: str | None, resolution: str | None,
             resolutions: str | None, seed: str, out_dir: str, device: str, data_root: str | None,
-            label_embeddings: str | None, sets: tuple[str, ...], plugins: tuple[str, ...], force: bool,
-            quiet: bool) -> None:
+            classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
+            sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from .runner import run
 
     _load_plugins(plugins)
+    _maybe_download(dataset, data_root, download)
+    if smoke and not quiet:
+        console.print("smoke run: a handful of steps per phase on a tiny budget; its rows are marked smoke=1 "
+                      "and left out of reports")
     pair_list: list[tuple[str, str]] = []
     for p in pairs:
         t, sep, s = p.partition(":")
@@ -176,7 +216,8 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--resolution"),
                    resolutions=_split(resolutions, int, "--resolutions"), teacher=teacher, student=student,
                    pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
-                   teacher_checkpoint=teacher_checkpoint, label_embeddings=label_embeddings, force=force,
+                   teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
+                   label_embeddings=label_embeddings, classes=classes, smoke=smoke, force=force,
                    **printer.callbacks())
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")
@@ -240,32 +281,101 @@ def teacher_group() -> None:
     """Train or inspect cached teachers."""
 
 
+def _teacher_setup(dataset: str, arch: str | None, data_root: str | None, classes: str | None, device: str,
+                   download: bool, need_data: bool) -> tuple[Any, str, Any, Any]:
+    """Dataset spec (with --classes), architecture, data source (None where optional and absent), device."""
+    from .runner import dataset_spec, pick_device
+
+    _maybe_download(dataset, data_root, download)
+    spec = dataset_spec(dataset, classes)
+    arch = arch or spec.default_teacher
+    MODELS.get(arch)
+    source = None
+    if need_data or data_root or os.environ.get("DFKD_BENCH_DATA") or not spec.needs_data_root:
+        source = spec.open(data_root)
+    return spec, arch, source, pick_device(device)
+
+
+def _print_card(card: Any) -> None:
+    acc = f"{card.test_acc:.2f}% on {card.test_images} test images" if card.test_acc is not None else \
+        "accuracy not measured (no --data-root)"
+    restricted = f", restricted from {card.restricted_from} classes" if card.restricted_from else ""
+    console.print(f"teacher {card.arch} for {card.dataset}: {acc}{restricted}{' [smoke]' if card.smoke else ''} "
+                  f"-> {card.path} (sha256 {card.sha256[:12]})", markup=False)
+
+
 @teacher_group.command("train")
 @click.option("--dataset", default="digits", show_default=True)
 @click.option("--arch", default=None, help="Architecture (default: the dataset's teacher).")
-@click.option("--epochs", default=None, type=int, help="Training epochs (default: the recipe's).")
+@click.option("--epochs", default=None, type=int, help="Training epochs (default: the dataset's recipe).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--data-root", default=None)
+@data_options
+@click.option("--smoke", is_flag=True, help="A few steps only: check the data and model end to end.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
 def teacher_train_cmd(dataset: str, arch: str | None, epochs: int | None, seed: int, device: str,
-                      data_root: str | None) -> None:
-    """Train a teacher on the real data and cache it with its card (retrains if cached)."""
-    from .data import get_dataset
-    from .runner import pick_device
-    from .teachers import TeacherRecipe, get_teacher
+                      data_root: str | None, classes: str | None, download: bool, smoke: bool, quiet: bool) -> None:
+    """Train a teacher on the real train split (SGD, cosine; 200 epochs for CIFAR) and cache it with its card."""
+    from .teachers import recipe_for, trained_teacher
 
-    spec = get_dataset(dataset)
-    arch = arch or spec.default_teacher
-    MODELS.get(arch)
-    if epochs is not None and epochs <= 0:
-        raise UserError(f"--epochs must be > 0, got {epochs}")
-    if spec.needs_data_root and not data_root:
-        raise UserError(f"dataset {spec.name} needs --data-root DIR (where its files are)")
-    recipe = TeacherRecipe(**({"epochs": epochs} if epochs else {}))
-    _, card = get_teacher(spec, arch, spec.load(data_root), pick_device(device), seed=seed, recipe=recipe,
-                          retrain=True, log=console.print)
-    console.print(f"teacher {card.arch} on {card.dataset}: test accuracy {card.test_acc:.2f}% "
-                  f"({card.train_seconds:.1f}s) -> {card.path} (sha256 {card.sha256[:12]})")
+    spec, arch, source, dev = _teacher_setup(dataset, arch, data_root, classes, device, download, need_data=True)
+    recipe = recipe_for(spec, smoke, **({"epochs": epochs} if epochs is not None else {}))
+    train_size = source.train_size
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
+                        disable=quiet)
+    with progress:
+        task = progress.add_task(f"teacher {arch} on {spec.name} ({train_size} images, {recipe.epochs} epochs)",
+                                 total=None, info="")
+        _, card = trained_teacher(
+            spec, arch, source, dev, seed, recipe, smoke,
+            on_step=lambda done, total: progress.update(task, completed=done, total=total),
+            on_epoch=lambda epoch, epochs, loss: progress.update(task, info=f"epoch {epoch}/{epochs} loss {loss:.3f}"))
+    if not quiet:
+        _print_card(card)
+
+
+@teacher_group.command("import")
+@click.argument("file", required=False, type=click.Path())
+@click.option("--dataset", required=True, help="Dataset the teacher classifies.")
+@click.option("--arch", required=True, help="Architecture of the checkpoint (`dfkd-bench models`).")
+@click.option("--teacher-weights", default=None, help="Instead of FILE: a torchvision weight set, e.g. IMAGENET1K_V1.")
+@click.option("--device", default="auto", show_default=True)
+@data_options
+def teacher_import_cmd(file: str | None, dataset: str, arch: str, teacher_weights: str | None, device: str,
+                       data_root: str | None, classes: str | None, download: bool) -> None:
+    """Cache a teacher trained elsewhere (.pt/.pth/.safetensors, loaded strictly with weights_only);
+    a 1000-class ImageNet one is restricted to an ImageNet subset's classes."""
+    from .teachers import import_teacher, torchvision_teacher
+
+    if bool(file) == bool(teacher_weights):
+        raise UserError("teacher import needs exactly one of FILE or --teacher-weights NAME")
+    spec, arch, source, dev = _teacher_setup(dataset, arch, data_root, classes, device, download, need_data=False)
+    if file:
+        _, card = import_teacher(file, spec, arch, dev, source)
+    else:
+        _, card = torchvision_teacher(spec, arch, teacher_weights, dev, source)
+    _print_card(card)
+
+
+@cli.command("teachers")
+def teachers_cmd() -> None:
+    """List the cached teachers with their cards (newest first)."""
+    from .teachers import list_teachers, teachers_dir
+
+    cards = list_teachers()
+    if not cards:
+        console.print(f"no cached teachers in {teachers_dir()}")
+        return
+    table = Table(title=f"cached teachers ({teachers_dir()})")
+    for col in ["dataset", "arch", "classes", "test acc", "source", "seed", "smoke", "created", "sha256", "file"]:
+        table.add_column(col)
+    for c in cards:
+        acc = "-" if c.test_acc is None else f"{c.test_acc:.2f}"
+        source = c.source + (f" (from {c.restricted_from})" if c.restricted_from else "")
+        table.add_row(c.dataset, c.arch, str(c.num_classes), acc, source, str(c.seed), "yes" if c.smoke else "",
+                      c.created_at, c.sha256[:12], Path(c.path).name)
+    console.print(table)
 
 
 @cli.command("embed-labels")
@@ -303,9 +413,16 @@ def plot_cmd(out_dir: str, fig_dir: str | None) -> None:
         console.print(str(made))
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    """Warnings (a train-size mismatch, failed checksums) as one `warning:` line on stderr."""
+    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input gets one line on stderr and exit status 2, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
+    warnings.showwarning = _one_line_warning
     if not args:
         with click.Context(cli, info_name="dfkd-bench") as ctx:
             click.echo(cli.get_help(ctx))

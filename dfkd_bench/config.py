@@ -33,6 +33,12 @@ class MethodHparams:
     eval_every: int = 1            # rounds between test-set evaluations (for the curve only)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Per-teacher settings the papers publish (e.g. Fast's adv 1.0 for VGG-11), keyed by teacher arch.
+    TEACHER_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # What `--smoke` shrinks a preset to: a handful of steps per phase (subclasses add their own loops).
+    SMOKE: ClassVar[dict[str, Any]] = dict(synth_batch=8, kd_batch=16, kd_steps=4, warmup_rounds=1,
+                                           final_kd_steps=2, eval_every=1)
+    SMOKE_ROUNDS: ClassVar[int] = 3
 
     def validate(self, method: str = "method") -> None:
         """Raise a UserError for out-of-range values, before any run starts; subclasses extend it."""
@@ -84,10 +90,24 @@ def hparam_names(cls: type[MethodHparams]) -> list[str]:
     return [f.name for f in fields(cls)]
 
 
-def resolve_hparams(cls: type[H], dataset: str, overrides: dict[str, Any] | None = None,
-                    method: str = "method") -> H:
-    """Defaults, then the dataset's preset, then the user's overrides (strings are cast)."""
-    hp = cls(**cls.PRESETS.get(dataset, {}))
+def smoke_overrides(cls: type[MethodHparams]) -> dict[str, Any]:
+    """The smoke settings of a hyper-parameter class and all its bases (subclasses win)."""
+    merged: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(vars(klass).get("SMOKE", {}))
+    return merged
+
+
+def resolve_hparams(cls: type[H], dataset: str | tuple[str, ...], overrides: dict[str, Any] | None = None,
+                    method: str = "method", teacher: str | None = None, smoke: bool = False) -> H:
+    """Defaults, then the first preset found among the dataset's preset names (an ImageNet subset
+    falls back to ImageNet's), the teacher's published settings, the smoke shrink, then the user's
+    overrides (strings are cast)."""
+    names = (dataset,) if isinstance(dataset, str) else dataset
+    preset = next((cls.PRESETS[n] for n in names if n in cls.PRESETS), {})
+    hp = cls(**{**preset, **cls.TEACHER_PRESETS.get(teacher or "", {}),
+                **({k: v for k, v in smoke_overrides(cls).items() if k in {f.name for f in fields(cls)}}
+                   if smoke else {})})
     known = {f.name: f for f in fields(cls)}
     for key, value in (overrides or {}).items():
         if key not in known:
@@ -131,6 +151,9 @@ class RunConfig:
     data_root: str | None = None
     teacher_checkpoint: str | None = None
     label_embeddings: str | None = None
+    classes: str | None = None          # file of ImageNet wnids: run on that class subset
+    teacher_weights: str | None = None  # torchvision weight set, e.g. IMAGENET1K_V1
+    smoke: bool = False                 # a handful of steps per phase: checks a setup end to end
     overrides: dict[str, str] = field(default_factory=dict)
 
 

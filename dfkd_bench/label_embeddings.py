@@ -44,6 +44,7 @@ __all__ = [
     "LabelEmbeddings",
     "compute_label_embeddings",
     "default_prompt",
+    "embeddings_for_wnids",
     "load_label_embeddings",
     "read_class_names",
     "save_label_embeddings",
@@ -218,6 +219,25 @@ def load_label_embeddings(
             "pass --label-embeddings FILE made for this class list with `dfkd-bench embed-labels --classes CLASSES.txt --out FILE`"
         )
     return emb
+
+
+def embeddings_for_wnids(wnids: Sequence[str]) -> LabelEmbeddings:
+    """Rows of the shipped ImageNet-1k embeddings for ``wnids``, in their order, so ImageNet subsets and
+    Tiny-ImageNet need no text encoder (the file's row i is class i of the sorted wnids)."""
+    from .data.imagenet_classes import class_indices, imagenet_wnids
+
+    if not wnids:
+        raise LabelEmbeddingError("no ImageNet class ids given; pass at least one wnid such as n01440764")
+    try:
+        rows = class_indices(wnids)
+    except UserError as exc:
+        raise LabelEmbeddingError(
+            f"no shipped label embeddings: {exc}; compute them with "
+            "`dfkd-bench embed-labels --classes FILE --out FILE` (one class name a line) "
+            "and pass --label-embeddings FILE"
+        ) from exc
+    full = load_label_embeddings("imagenet", num_classes=len(imagenet_wnids()))
+    return LabelEmbeddings([full.class_names[i] for i in rows], full.vectors[rows], full.prompt, full.encoder)
 
 
 def compute_label_embeddings(class_names: Sequence[str], prompt: str = DEFAULT_PROMPT) -> LabelEmbeddings:

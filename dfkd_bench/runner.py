@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
+import os
 import traceback
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -14,16 +15,18 @@ import torch
 
 from . import __version__
 from .config import MethodHparams, RunConfig, hparams_dict, parse_set_options, resolve_hparams, stable_hash
-from .data import get_dataset
-from .data.spec import DatasetSpec, RealData
+from .data import DataSource, DatasetSpec, get_dataset
+from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
 from .engine.checkpoint import save_atomic
+from .data.split import EvalSplit
+from .engine.evaluate import accuracy
 from .engine.timing import peak_memory_mb
 from .errors import UserError
 from .models import MODELS, create_model
 from .outputs import read_runs, write_curve, write_json, write_run_row, write_samples
 from .plugins import METHODS
-from .teachers import TeacherCard, get_teacher
+from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
 
 FINISHED = ("ok", "diverged")
 
@@ -41,6 +44,7 @@ class ResolvedRun:
     resolutions: tuple[int, ...]
     device: torch.device
     n_synthetic: int
+    source: DataSource
 
     @property
     def resolution_label(self) -> str:
@@ -52,7 +56,9 @@ class ResolvedRun:
         return {"method": self.method_cls.name, "dataset": self.spec.name, "teacher": self.teacher,
                 "teacher_checkpoint": c.teacher_checkpoint, "student": self.student, "ratio": c.ratio,
                 "resolutions": list(self.resolutions), "seed": c.seed, "device": self.device.type,
-                "label_embeddings": c.label_embeddings, "hparams": hparams_dict(self.hparams)}
+                "label_embeddings": c.label_embeddings, "hparams": hparams_dict(self.hparams),
+                **({"teacher_weights": c.teacher_weights} if c.teacher_weights else {}),
+                **({"smoke": True} if c.smoke else {})}
 
     @property
     def run_id(self) -> str:
@@ -76,9 +82,50 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve(config: RunConfig) -> ResolvedRun:
-    """Fill defaults and validate; every bad input becomes a one-line UserError."""
-    spec = get_dataset(config.dataset)
+Sources = dict[tuple[str, str | None], DataSource]
+
+
+def dataset_spec(name: str, classes: str | None = None) -> DatasetSpec:
+    """The registered dataset, restricted to the wnids of a `--classes` file when one is given."""
+    spec = get_dataset(name)
+    if classes:
+        wnids = read_wnid_file(classes)
+        names = imagenet_descriptions()
+        spec = spec.with_classes(wnids, tuple(names.get(w, w).split(",")[0] for w in wnids))
+    return spec
+
+
+def open_source(spec: DatasetSpec, data_root: str | None, sources: Sources | None = None) -> DataSource:
+    """Check the data root once per (dataset, root) and keep its source (counts are reused)."""
+    key = (spec.name, data_root)
+    if sources is not None and key in sources:
+        return sources[key]
+    source = spec.open(data_root)
+    if sources is not None:
+        sources[key] = source
+    return source
+
+
+def memory_budget_bytes(device: torch.device) -> int:
+    """Half the device's memory (GPU) or of the machine's RAM: what a synthetic bank may take."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def check_bank_fits(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...], device: torch.device) -> None:
+    """Refuse, before any work, a budget whose uint8 bank cannot fit in memory, with the estimate."""
+    estimate = n_synthetic * in_chans * max(resolutions) ** 2
+    budget = memory_budget_bytes(device)
+    if estimate > budget:
+        raise UserError(f"a bank of {n_synthetic} synthetic images at {max(resolutions)} px needs about "
+                        f"{estimate / 2**30:.1f} GiB (uint8) but the {device.type} budget is {budget / 2**30:.1f} "
+                        f"GiB; lower --ratio or the generation --resolution")
+
+
+def resolve(config: RunConfig, sources: Sources | None = None) -> ResolvedRun:
+    """Fill defaults and validate (data root included); every bad input becomes a one-line UserError."""
+    spec = dataset_spec(config.dataset, config.classes)
     method_cls = METHODS.get(config.method)
     if not (isinstance(config.ratio, (int, float)) and math.isfinite(config.ratio) and config.ratio > 0):
         raise UserError(f"--ratio must be > 0 (synthetic images / real training images), got {config.ratio}")
@@ -104,32 +151,41 @@ def resolve(config: RunConfig) -> ResolvedRun:
     if check:
         for r in resolutions:
             check(r)
-    if spec.needs_data_root and not config.data_root:
-        raise UserError(f"dataset {spec.name} needs --data-root DIR (where its files are)")
-    if config.data_root and not Path(config.data_root).is_dir():
-        raise UserError(f"--data-root {config.data_root} does not exist")
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {config.teacher_checkpoint} does not exist")
-    hparams = resolve_hparams(method_cls.Hparams, spec.name, config.overrides, method_cls.name)
+    if config.teacher_checkpoint and config.teacher_weights:
+        raise UserError("pass either --teacher-checkpoint FILE or --teacher-weights NAME, not both")
+    hparams = resolve_hparams(method_cls.Hparams, spec.preset_names, config.overrides, method_cls.name,
+                              teacher=teacher, smoke=config.smoke)
     device = pick_device(config.device)
-    n_synthetic = max(1, round(config.ratio * spec.train_size))
-    return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic)
+    source = open_source(spec, config.data_root, sources)
+    n_synthetic = max(1, round(config.ratio * source.train_size))
+    if config.smoke:
+        n_synthetic = min(n_synthetic, hparams.synth_batch * hparams.SMOKE_ROUNDS)
+    check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
+    return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
+                       source)
 
 
 RoundHook = Callable[[ResolvedRun, int, int, Any], None]
 
 
 def _label_embedding_loader(resolved: ResolvedRun) -> Callable[[], torch.Tensor]:
+    """The user's file, else the shipped ImageNet embeddings picked by wnid (ImageNet, its subsets,
+    Tiny-ImageNet), else the dataset's shipped file."""
     def load() -> torch.Tensor:
-        from .label_embeddings import load_label_embeddings
+        from .label_embeddings import embeddings_for_wnids, load_label_embeddings
 
+        wnids = resolved.source.wnids
+        if wnids and not resolved.config.label_embeddings:
+            return embeddings_for_wnids(wnids).vectors.float()
         emb = load_label_embeddings(resolved.spec.name, resolved.config.label_embeddings,
                                     num_classes=resolved.spec.num_classes)
         return emb.vectors.float()
     return load
 
 
-def execute(resolved: ResolvedRun, teacher: torch.nn.Module, data: RealData, run_dir: Path,
+def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSplit, run_dir: Path,
             on_round: RoundHook | None = None) -> tuple[Any, MethodContext]:
     """Build student, method and context with the run's seed, resume if possible, and run all rounds."""
     cfg, spec, device = resolved.config, resolved.spec, resolved.device
@@ -147,7 +203,7 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, data: RealData, run
                         label_embeddings_loader=_label_embedding_loader(resolved))
     method = resolved.method_cls(ctx, resolved.hparams)
     hook = (lambda r, n, state: on_round(resolved, r, n, state)) if on_round else None
-    run = DistillationRun(method, ctx, data.test_x, data.test_y, resolved.n_synthetic,
+    run = DistillationRun(method, ctx, test_split, resolved.n_synthetic,
                           checkpoint_path=run_dir / "checkpoint.pt", on_round=hook)
     try:
         run.try_resume()
@@ -161,8 +217,8 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
     return {"run_id": resolved.run_id, "method": resolved.method_cls.name, "dataset": resolved.spec.name,
             "teacher": resolved.teacher, "student": resolved.student, "ratio": c.ratio,
             "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
-            "teacher_acc": f"{card.test_acc:.2f}" if card else "", "device": _device_name(resolved.device),
-            "started_at": started, "version": __version__, "error": ""}
+            "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
+            "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else ""}
 
 
 def _device_name(device: torch.device) -> str:
@@ -171,7 +227,7 @@ def _device_name(device: torch.device) -> str:
     return "cpu"
 
 
-def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card: TeacherCard, data: RealData,
+def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card: TeacherCard, test_split: EvalSplit,
             on_round: RoundHook | None = None) -> dict[str, Any]:
     """Run (or resume) one resolved run, write its folder and its runs.csv row; returns the row.
 
@@ -200,7 +256,7 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
             on_round(res, r, n, state)
 
     try:
-        outcome, ctx = execute(resolved, teacher, data, run_dir, logged)
+        outcome, ctx = execute(resolved, teacher, test_split, run_dir, logged)
     except Diverged as exc:
         row.update(status="diverged", error=str(exc), student_acc="nan")
         log.info("diverged: %s", exc)
@@ -255,9 +311,12 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
              log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Validate every config first, then run each (finished runs are read back, not redone)."""
     out_dir = Path(out_dir)
-    resolved = [resolve(c) for c in configs]
+    sources: Sources = {}
+    resolved = [resolve(c, sources) for c in configs]
     finished = read_runs(out_dir)
-    rows, teachers, datasets = [], {}, {}
+    rows: list[dict[str, Any]] = []
+    teachers: dict[tuple, tuple[torch.nn.Module, TeacherCard]] = {}
+    splits: dict[tuple, EvalSplit] = {}
     for res in resolved:
         prior = finished.get(res.run_id)
         if prior and prior.get("status") in FINISHED and not force:
@@ -267,18 +326,26 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
             continue
         if force:
             (out_dir / "runs" / res.run_id / "checkpoint.pt").unlink(missing_ok=True)
-        data_key = (res.spec.name, res.config.data_root)
-        if data_key not in datasets:
-            datasets[data_key] = res.spec.load(res.config.data_root)
-        data = datasets[data_key]
-        teacher_key = (res.spec.name, res.teacher, res.config.teacher_checkpoint, res.device.type)
+        c = res.config
+        split_key = (res.spec.name, c.data_root, c.smoke)
+        if split_key not in splits:
+            if log:
+                log(f"reading the {res.spec.name} test split (cached as uint8 after the first time)")
+            splits[split_key] = res.source.test_split(limit=SMOKE_TEST_IMAGES if c.smoke else None)
+        teacher_key = (res.spec.name, c.data_root, res.teacher, c.teacher_checkpoint, c.teacher_weights,
+                       res.device.type, c.smoke)
         if teacher_key not in teachers:
-            teachers[teacher_key] = get_teacher(res.spec, res.teacher, data, res.device,
-                                                checkpoint=res.config.teacher_checkpoint, log=log)
+            teachers[teacher_key] = get_teacher(res.spec, res.teacher, res.source, res.device,
+                                                checkpoint=c.teacher_checkpoint, weights=c.teacher_weights,
+                                                smoke=c.smoke, log=log)
         teacher, card = teachers[teacher_key]
+        if card.test_acc is None:
+            card = replace(card, test_acc=accuracy(teacher, splits[split_key], Normalize(res.spec.mean, res.spec.std)
+                                                   .to(res.device)), test_images=len(splits[split_key]))
+            teachers[teacher_key] = (teacher, card)
         if on_start:
             on_start(res)
-        row = run_one(res, out_dir, teacher, card, data, on_round)
+        row = run_one(res, out_dir, teacher, card, splits[split_key], on_round)
         rows.append(row)
         if on_done:
             on_done(res, row, False)
@@ -290,7 +357,8 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         resolutions: Sequence[int] | None = None, teacher: str | None = None, student: str | None = None,
         pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (), out: str | Path = "results",
         device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
-        label_embeddings: str | None = None, force: bool = False, **callbacks: Any) -> list[dict[str, Any]]:
+        teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
+        smoke: bool = False, force: bool = False, **callbacks: Any) -> list[dict[str, Any]]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
     Lists sweep (ratios, seeds, resolutions, pairs); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
@@ -303,7 +371,8 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         METHODS.get(name)
     base = RunConfig(method=names[0], dataset=dataset, teacher=teacher, student=student,
                      resolutions=tuple(resolutions) if resolutions else None, device=device, data_root=data_root,
-                     teacher_checkpoint=teacher_checkpoint, label_embeddings=label_embeddings)
+                     teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
+                     label_embeddings=label_embeddings, classes=classes, smoke=smoke)
     configs = expand(names, base, ratios=_as_list(ratio), resolutions=_as_list(resolution) or [None],
                      seeds=_as_list(seed), pairs=list(pairs) or [(None, None)],
                      overrides=parse_set_options(list(sets), names))

@@ -1,13 +1,14 @@
-"""Teachers: train on the real data or load a checkpoint, cached with a card under $DFKD_BENCH_CACHE."""
+"""Teachers: trained on the real train split, imported from a file, or from torchvision's weights API;
+cached with a card under $DFKD_BENCH_CACHE/teachers and verified against it (sha256) on every load."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,24 +16,50 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .data.spec import DatasetSpec, RealData
+from .checkpoints import read_state_dict
+from .data import DatasetSpec, DataSource, cache_dir
+from .data.imagenet_classes import class_indices, imagenet_wnids
 from .engine.augment import Normalize, random_crop, random_flip
 from .engine.checkpoint import save_atomic
 from .engine.evaluate import accuracy
 from .errors import UserError
-from .models import MODELS, create_model
+from .models import MODELS, create_model, model_info, replace_classifier
+
+IMAGENET_CLASSES = 1000
+SMOKE_TEST_IMAGES = 200  # a smoke check evaluates on an evenly spaced subset of the test split
 
 
 @dataclass
 class TeacherRecipe:
-    """How a teacher is trained on the real split (SGD with momentum, cosine schedule, crop/flip)."""
+    """How a teacher is trained on the real split: SGD with momentum and weight decay, cosine schedule
+    (one-cycle for the tiny digits teacher), the dataset's standard augmentation."""
 
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.05
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    crop_padding: int = 2
+    schedule: str = "cosine"
+    nesterov: bool = False
+    crop_padding: int = 4
+    max_steps_per_epoch: int = 0  # 0: the whole split every epoch (a smoke check sets a handful)
+
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "digits": dict(epochs=30, batch_size=64, lr=0.05, schedule="onecycle", nesterov=True, crop_padding=2),
+    "imagenet": dict(epochs=90, batch_size=256, lr=0.1, weight_decay=1e-4),
+}
+SMOKE_RECIPE = dict(epochs=1, batch_size=16, max_steps_per_epoch=3)
+
+
+def recipe_for(spec: DatasetSpec, smoke: bool = False, **overrides: Any) -> TeacherRecipe:
+    """The dataset's standard recipe (CIFAR's for 32/64 px, torchvision's for ImageNet sizes), shrunk
+    to a few steps for a smoke check, then explicit overrides."""
+    preset = next((RECIPES[name] for name in spec.preset_names if name in RECIPES), {})
+    recipe = TeacherRecipe(**{**preset, **(SMOKE_RECIPE if smoke else {}), **overrides})
+    if recipe.epochs <= 0:
+        raise UserError(f"--epochs must be > 0, got {recipe.epochs}")
+    return recipe
 
 
 @dataclass
@@ -42,21 +69,32 @@ class TeacherCard:
     dataset: str
     arch: str
     num_classes: int
-    test_acc: float
+    test_acc: float | None
     recipe: dict[str, Any]
     seed: int
     sha256: str
     train_seconds: float
     path: str
+    source: str = "trained"
+    source_sha256: str = ""  # of the file a teacher was imported from
+    restricted_from: int | None = None
+    test_images: int = 0
+    smoke: bool = False
+    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    @classmethod
+    def read(cls, path: Path) -> "TeacherCard":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
-def cache_dir() -> Path:
-    """$DFKD_BENCH_CACHE, default ~/.cache/dfkd-bench."""
-    return Path(os.environ.get("DFKD_BENCH_CACHE", Path.home() / ".cache" / "dfkd-bench"))
+def teachers_dir() -> Path:
+    return cache_dir() / "teachers"
 
 
-def teacher_path(dataset: str, arch: str, seed: int) -> Path:
-    return cache_dir() / "teachers" / dataset / f"{arch}-seed{seed}.pt"
+def teacher_path(dataset: str, arch: str, seed: int, smoke: bool = False) -> Path:
+    """Where `teacher train` caches a teacher (smoke teachers apart, so no real run ever uses one)."""
+    return teachers_dir() / dataset / f"{arch}-seed{seed}{'-smoke' if smoke else ''}.pt"
 
 
 def file_sha256(path: Path) -> str:
@@ -67,117 +105,285 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def train_teacher(spec: DatasetSpec, arch: str, data: RealData, recipe: TeacherRecipe, seed: int,
-                  device: torch.device, on_epoch: Callable[[int, int, float], None] | None = None) -> nn.Module:
-    """Train `arch` on the real training split; the test split is only read after the last epoch."""
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = create_model(arch, spec.num_classes, spec.in_chans).to(device)
-    norm = Normalize(spec.mean, spec.std).to(device)
-    x_train, y_train = data.train_x.to(device), data.train_y.to(device)
-    steps_per_epoch = math.ceil(x_train.shape[0] / recipe.batch_size)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          weight_decay=recipe.weight_decay, nesterov=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch,
-                                                pct_start=0.15)
-    model.train()
-    for epoch in range(recipe.epochs):
-        order = torch.randperm(x_train.shape[0], generator=gen).to(device)
-        total = 0.0
-        for start in range(0, order.numel(), recipe.batch_size):
-            idx = order[start:start + recipe.batch_size]
-            x = random_crop(x_train[idx], recipe.crop_padding)
-            if spec.hflip:
-                x = random_flip(x)
-            loss = F.cross_entropy(model(norm(x)), y_train[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        if on_epoch:
-            on_epoch(epoch + 1, recipe.epochs, total / steps_per_epoch)
-    model.eval()
-    return model
-
-
 def _card_path(path: Path) -> Path:
     return path.with_suffix(".json")
+
+
+def list_teachers() -> list[TeacherCard]:
+    """Every cached teacher card, newest first."""
+    cards = []
+    for card_file in sorted(teachers_dir().glob("*/*.json")):
+        try:
+            cards.append(TeacherCard.read(card_file))
+        except (ValueError, TypeError, OSError):
+            continue
+    return sorted(cards, key=lambda c: c.created_at, reverse=True)
+
+
+def find_cached(spec: DatasetSpec, arch: str, smoke: bool = False) -> TeacherCard | None:
+    """The newest cached teacher of `arch` for the dataset; smoke teachers only for a smoke check,
+    and then only when no real one exists."""
+    cards = [c for c in list_teachers() if c.dataset == spec.name and c.arch == arch and Path(c.path).is_file()]
+    real = [c for c in cards if not c.smoke]
+    if real:
+        return real[0]
+    return next((c for c in cards if smoke), None)
 
 
 def save_teacher(model: nn.Module, card: TeacherCard, path: Path) -> TeacherCard:
     """Write weights (with arch and class count inside) and the card; returns the card with sha256."""
     save_atomic({"arch": card.arch, "dataset": card.dataset, "num_classes": card.num_classes,
                  "state_dict": model.state_dict()}, path)
-    card.sha256 = file_sha256(path)
-    card.path = str(path)
+    card = replace(card, sha256=file_sha256(path), path=str(path))
     _card_path(path).write_text(json.dumps(asdict(card), indent=2))
     return card
 
 
-def load_teacher_checkpoint(path: str | Path, spec: DatasetSpec, arch: str, device: torch.device) -> nn.Module:
-    """Load weights into `arch`; a checkpoint of another architecture or class count is refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"teacher checkpoint {path} does not exist")
+def restricted_indices(spec: DatasetSpec, num_classes: int) -> list[int] | None:
+    """Rows of a 1000-class ImageNet classifier that an ImageNet-subset dataset keeps (None: no restriction)."""
+    if num_classes == spec.num_classes or num_classes != IMAGENET_CLASSES or not spec.wnids:
+        return None
+    return class_indices(spec.wnids, imagenet_wnids())
+
+
+def restrict_classes(model: nn.Module, indices: list[int]) -> nn.Module:
+    """Keep only the classifier rows of `indices`, so teacher, generator labels and evaluation all
+    use the subset's classes (and CAMs read the right weights)."""
+    old = model.classifier
+    new = nn.Linear(old.in_features, len(indices), bias=old.bias is not None).to(old.weight.device)
+    with torch.no_grad():
+        new.weight.copy_(old.weight[indices])
+        if old.bias is not None:
+            new.bias.copy_(old.bias[indices])
+    replace_classifier(model, new)
+    return model
+
+
+def _classifier_rows(state: dict[str, torch.Tensor], model: nn.Module) -> int | None:
+    """Class count of a state dict, read at the key of the model's classifier weight."""
+    name = next(n for n, m in model.named_modules() if m is model.classifier)
+    weight = state.get(f"{name}.weight")
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+
+
+def build_from_state(state: dict[str, torch.Tensor], spec: DatasetSpec, arch: str, origin: str) -> tuple[nn.Module, int | None]:
+    """Load a state dict strictly into `arch`; a 1000-class ImageNet one is restricted to an ImageNet
+    subset's classes. Returns the model and the class count it was restricted from (or None)."""
+    probe = create_model(arch, spec.num_classes, spec.in_chans)
+    rows = _classifier_rows(state, probe)
+    indices = restricted_indices(spec, rows) if rows is not None else None
+    if rows is not None and rows != spec.num_classes and indices is None:
+        raise UserError(f"{origin} has {rows} classes but {spec.name} has {spec.num_classes}"
+                        f"{'' if not spec.wnids else ' (a 1000-class ImageNet teacher is restricted automatically)'}")
+    model = create_model(arch, rows, spec.in_chans) if indices is not None else probe
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"teacher checkpoint {path} is not a readable PyTorch file ({type(exc).__name__})") from exc
-    state = blob.get("state_dict", blob) if isinstance(blob, dict) else None
-    if not isinstance(state, dict):
-        raise UserError(f"teacher checkpoint {path} holds no state_dict")
-    saved_arch, saved_classes = blob.get("arch"), blob.get("num_classes")
-    if saved_arch is not None and saved_arch != arch:
-        raise UserError(f"teacher checkpoint {path} is a {saved_arch}, not the requested {arch}; "
-                        f"pass --teacher {saved_arch} or another checkpoint")
-    if saved_classes is not None and saved_classes != spec.num_classes:
-        raise UserError(f"teacher checkpoint {path} has {saved_classes} classes but {spec.name} has "
-                        f"{spec.num_classes}")
-    model = create_model(arch, spec.num_classes, spec.in_chans)
-    try:
-        model.load_state_dict(state)
+        result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) if len(first) > 1 else first[0]
-        raise UserError(f"teacher checkpoint {path} does not fit {arch} with {spec.num_classes} classes: "
-                        f"{detail[:200]}") from exc
-    return model.to(device).eval()
+        lines = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise UserError(f"{origin} does not fit {arch}: {len(lines)} tensors differ in shape, e.g. "
+                        f"{(lines[0] if lines else str(exc))[:160]}") from None
+    if result.missing_keys or result.unexpected_keys:
+        detail = "; ".join(part for part in (
+            f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})" if result.missing_keys else "",
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})"
+            if result.unexpected_keys else "") if part)
+        raise UserError(f"{origin} does not fit {arch}: {detail}; pass the --arch it was trained as "
+                        f"(`dfkd-bench models` lists them)")
+    if indices is not None:
+        restrict_classes(model, indices)
+    return model, rows if indices is not None else None
 
 
-def get_teacher(spec: DatasetSpec, arch: str | None, data: RealData, device: torch.device, seed: int = 0,
-                checkpoint: str | Path | None = None, recipe: TeacherRecipe | None = None,
-                retrain: bool = False, log: Callable[[str], None] | None = None) -> tuple[nn.Module, TeacherCard]:
-    """A frozen teacher in eval mode and its card: from `checkpoint`, the cache, or trained now and cached."""
+def load_cached_teacher(card: TeacherCard, spec: DatasetSpec, device: torch.device) -> nn.Module:
+    """Load a cached teacher after checking its file against the card's sha256."""
+    path = Path(card.path)
+    if not path.is_file():
+        raise UserError(f"teacher weights {path} named by its card are missing; retrain or re-import it")
+    if card.sha256 and file_sha256(path) != card.sha256:
+        raise UserError(f"teacher {path} does not match its card (sha256 differs): the weights were changed or "
+                        f"damaged; retrain or re-import it")
+    state = read_state_dict(path)
+    model, _ = build_from_state(state, spec, card.arch, f"teacher {path}")
+    return _freeze(model.to(device))
+
+
+def measure(model: nn.Module, spec: DatasetSpec, source: DataSource | None, device: torch.device,
+            smoke: bool = False) -> tuple[float | None, int]:
+    """Test accuracy (percent) and the number of test images it was measured on; (None, 0) without data."""
+    if source is None:
+        return None, 0
+    split = source.test_split(limit=SMOKE_TEST_IMAGES if smoke else None)
+    return accuracy(model, split, Normalize(spec.mean, spec.std).to(device)), len(split)
+
+
+def import_teacher(file: str | Path, spec: DatasetSpec, arch: str, device: torch.device,
+                   source: DataSource | None, smoke: bool = False) -> tuple[nn.Module, TeacherCard]:
+    """Take a checkpoint from elsewhere (.pt/.pth/.safetensors; wrappers and prefixes handled), verify it
+    loads strictly into `arch`, measure it when the test split is there, and cache it with a card."""
+    file = Path(file)
+    MODELS.get(arch)
+    state = read_state_dict(file)
+    model, restricted = build_from_state(state, spec, arch, f"checkpoint {file}")
+    model = model.to(device)
+    acc, count = measure(model, spec, source, device, smoke)
+    sha = file_sha256(file)
+    card = TeacherCard(spec.name, arch, spec.num_classes, acc, {}, -1, "", 0.0, "", source=f"imported:{file.resolve()}",
+                       source_sha256=sha, restricted_from=restricted, test_images=count, smoke=smoke)
+    card = save_teacher(model, card, teachers_dir() / spec.name / f"{arch}-import-{sha[:12]}.pt")
+    return _freeze(model), card
+
+
+def torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], str]:
+    """A torchvision weights enum's state dict (downloaded once to torch's hub cache) and its name."""
+    tv_name = model_info(arch).torchvision_name
+    if tv_name is None:
+        choices = ", ".join(n for n in MODELS.names() if model_info(n).torchvision_name)
+        raise UserError(f"--teacher-weights needs a torchvision architecture; choose --arch from: {choices}")
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(tv_name)
+    if weights not in enum.__members__:
+        raise UserError(f"--teacher-weights {weights!r} is not a {tv_name} weight set; choose from: "
+                        f"{', '.join(enum.__members__)}")
+    entry = enum[weights]
+    try:
+        state = entry.get_state_dict(progress=False)
+    except (OSError, RuntimeError) as exc:
+        raise UserError(f"could not download {tv_name} {weights} from {entry.url} ({type(exc).__name__}; no "
+                        f"network?); fetch that file elsewhere and run: dfkd-bench teacher import FILE --dataset "
+                        f"DATASET --arch {arch}") from None
+    return state, f"torchvision:{tv_name}.{weights}"
+
+
+def torchvision_teacher(spec: DatasetSpec, arch: str, weights: str, device: torch.device,
+                        source: DataSource | None, smoke: bool = False) -> tuple[nn.Module, TeacherCard]:
+    """An ImageNet teacher from torchvision's weights API, restricted to a subset's classes, cached."""
+    path = teachers_dir() / spec.name / f"{arch}-{weights}.pt"
+    if path.is_file() and _card_path(path).is_file():
+        card = TeacherCard.read(_card_path(path))
+        return load_cached_teacher(card, spec, device), card
+    state, origin = torchvision_state(arch, weights)
+    model, restricted = build_from_state(state, spec, arch, origin)
+    model = model.to(device)
+    acc, count = measure(model, spec, source, device, smoke)
+    card = TeacherCard(spec.name, arch, spec.num_classes, acc, {}, -1, "", 0.0, "", source=origin,
+                       restricted_from=restricted, test_images=count, smoke=smoke)
+    return _freeze(model), save_teacher(model, card, path)
+
+
+StepHook = Callable[[int, int], None]
+EpochHook = Callable[[int, int, float], None]
+
+
+def _batches(spec: DatasetSpec, source: DataSource, recipe: TeacherRecipe, seed: int, device: torch.device,
+             generator: torch.Generator):
+    """One epoch of augmented float [0,1] batches on the device: in-memory data is cropped and flipped
+    on the device; data on disk streams through the DataLoader's workers (uint8, converted here)."""
+    in_memory = source.in_memory_train()
+    if in_memory is not None:
+        x_train, y_train = in_memory[0].to(device), in_memory[1].to(device)
+
+        def epoch(index: int):
+            order = torch.randperm(x_train.shape[0], generator=generator).to(device)
+            for start in range(0, order.numel(), recipe.batch_size):
+                idx = order[start:start + recipe.batch_size]
+                x = random_crop(x_train[idx], recipe.crop_padding)
+                yield (random_flip(x) if spec.hflip else x), y_train[idx]
+        return epoch, math.ceil(x_train.shape[0] / recipe.batch_size)
+    loader = source.train_loader(recipe.batch_size, seed, pin_memory=device.type == "cuda")
+
+    def stream(index: int):
+        for images, labels in loader:
+            yield images.to(device, non_blocking=True).float().div_(255), labels.to(device, non_blocking=True)
+    return stream, len(loader)
+
+
+def train_teacher(spec: DatasetSpec, arch: str, source: DataSource, recipe: TeacherRecipe, seed: int,
+                  device: torch.device, on_step: StepHook | None = None,
+                  on_epoch: EpochHook | None = None) -> nn.Module:
+    """Train `arch` on the real training split; the test split is only read after the last epoch."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = create_model(arch, spec.num_classes, spec.in_chans).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    norm = Normalize(spec.mean, spec.std).to(device)
+    epoch_batches, per_epoch = _batches(spec, source, recipe, seed, device, gen)
+    if per_epoch == 0:
+        raise UserError(f"{spec.name}: {source.train_size} train images make no batch of {recipe.batch_size}")
+    steps_per_epoch = min(per_epoch, recipe.max_steps_per_epoch or per_epoch)
+    total = recipe.epochs * steps_per_epoch
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
+    if recipe.schedule == "onecycle":
+        sched: Any = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total, pct_start=0.15)
+    else:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    model.train()
+    done = 0
+    for epoch in range(recipe.epochs):
+        running = torch.zeros((), device=device)
+        for step, (x, y) in enumerate(epoch_batches(epoch)):
+            if step >= steps_per_epoch:
+                break
+            x = norm(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last) if cuda else x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running += loss.detach()
+            done += 1
+            if on_step:
+                on_step(done, total)
+        if on_epoch:
+            on_epoch(epoch + 1, recipe.epochs, running.item() / steps_per_epoch)
+    model.eval()
+    return model
+
+
+def trained_teacher(spec: DatasetSpec, arch: str, source: DataSource, device: torch.device, seed: int = 0,
+                    recipe: TeacherRecipe | None = None, smoke: bool = False, on_step: StepHook | None = None,
+                    on_epoch: EpochHook | None = None) -> tuple[nn.Module, TeacherCard]:
+    """Train a teacher now, measure it on the test split, and cache it with its card."""
+    recipe = recipe or recipe_for(spec, smoke)
+    start = time.perf_counter()
+    model = train_teacher(spec, arch, source, recipe, seed, device, on_step, on_epoch)
+    seconds = time.perf_counter() - start
+    acc, count = measure(model, spec, source, device, smoke)
+    card = TeacherCard(spec.name, arch, spec.num_classes, acc, asdict(recipe), seed, "", seconds, "",
+                       test_images=count, smoke=smoke)
+    card = save_teacher(model, card, teacher_path(spec.name, arch, seed, smoke))
+    return _freeze(model), card
+
+
+def get_teacher(spec: DatasetSpec, arch: str | None, source: DataSource, device: torch.device, seed: int = 0,
+                checkpoint: str | Path | None = None, weights: str | None = None,
+                recipe: TeacherRecipe | None = None, smoke: bool = False,
+                log: Callable[[str], None] | None = None) -> tuple[nn.Module, TeacherCard]:
+    """A frozen teacher in eval mode and its card: from `checkpoint`, torchvision `weights`, the cache
+    (the newest teacher of `arch` for this dataset), or trained now and cached."""
     arch = arch or spec.default_teacher
     MODELS.get(arch)
-    norm = Normalize(spec.mean, spec.std).to(device)
-    test_x, test_y = data.test_x.to(device), data.test_y.to(device)
     if checkpoint is not None:
-        model = load_teacher_checkpoint(checkpoint, spec, arch, device)
-        card = TeacherCard(spec.name, arch, spec.num_classes, accuracy(model, test_x, test_y, norm), {}, -1,
-                           file_sha256(Path(checkpoint)), 0.0, str(checkpoint))
-        return _freeze(model), card
-    path = teacher_path(spec.name, arch, seed)
-    if path.exists() and _card_path(path).exists() and not retrain:
-        card = TeacherCard(**json.loads(_card_path(path).read_text()))
-        return _freeze(load_teacher_checkpoint(path, spec, arch, device)), card
-    recipe = recipe or TeacherRecipe()
-    if spec.needs_data_root and data.train_x.numel() == 0:
-        raise UserError(f"no cached {arch} teacher for {spec.name}; pass --teacher-checkpoint FILE")
+        return import_teacher(checkpoint, spec, arch, device, source, smoke)
+    if weights is not None:
+        return torchvision_teacher(spec, arch, weights, device, source, smoke)
+    card = find_cached(spec, arch, smoke)
+    if card is not None:
+        return load_cached_teacher(card, spec, device), card
+    recipe = recipe or recipe_for(spec, smoke)
     if log:
-        log(f"training teacher {arch} on {spec.name} ({recipe.epochs} epochs, seed {seed}); cached at {path}")
-    start = time.perf_counter()
+        log(f"no cached {arch} teacher for {spec.name}: training one ({recipe.epochs} epochs, seed {seed}"
+            f"{', smoke' if smoke else ''}); `dfkd-bench teacher import` or --teacher-weights use an existing one")
+
     def report(epoch: int, epochs: int, loss: float) -> None:
         if log and (epoch % 5 == 0 or epoch == epochs):
             log(f"  teacher epoch {epoch}/{epochs}: train loss {loss:.4f}")
 
-    model = train_teacher(spec, arch, data, recipe, seed, device, on_epoch=report)
-    seconds = time.perf_counter() - start
-    card = TeacherCard(spec.name, arch, spec.num_classes, accuracy(model, test_x, test_y, norm), asdict(recipe),
-                       seed, "", seconds, str(path))
-    card = save_teacher(model, card, path)
-    return _freeze(model), card
+    return trained_teacher(spec, arch, source, device, seed, recipe, smoke, on_epoch=report)
 
 
 def _freeze(model: nn.Module) -> nn.Module:

@@ -40,6 +40,7 @@ class DeepInversionHparams(MethodHparams):
     lowres_iterations: int = 0
     keep_best: bool = True
 
+    SMOKE: ClassVar[dict[str, Any]] = dict(iterations=4)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(iterations=120, lr_x=0.1, synth_batch=256, jitter=2, first_bn_multiplier=10.0,
                        r_feature=10.0, tv_l2=1e-4, adi=0.0, kd_steps=160, kd_batch=128, lr=0.1,

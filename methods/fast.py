@@ -45,6 +45,10 @@ class FastHparams(MethodHparams):
         if self.g_steps < 1:
             raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
 
+    SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2)
+    # Fast's scripts: adv 1.33 / oh 0.5 for ResNet-34 (the presets), 1.0 for VGG-11, 1.1 and oh 0.4 for WRN.
+    TEACHER_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "vgg11": dict(adv=1.0), "wrn40_2": dict(adv=1.1, oh=0.4)}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, nz=64, g_steps=10, lr_g=4e-3, lr_z=0.02, synth_batch=64, warmup_rounds=2,
                        kd_steps=40, kd_batch=128, lr=0.1, temperature=4.0, adv=1.0, final_kd_steps=200),

@@ -62,6 +62,7 @@ class NayerHparams(MethodHparams):
         if self.g_steps < 1:
             raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
 
+    SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2)
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, noise_dim=1000, g_steps=10, lr_g=4e-3, g_life=0, synth_batch=64,
                        warmup_rounds=2, kd_steps=40, kd_batch=128, lr=0.1, temperature=4.0, adv=1.0,

@@ -61,7 +61,7 @@ def digits_data():
     from dfkd_bench.data import get_dataset
 
     spec = get_dataset("digits")
-    return spec, spec.load()
+    return spec, spec.open()
 
 
 @pytest.fixture(scope="session")
@@ -69,11 +69,11 @@ def digits_teacher(dfkd_cache: Path, digits_data):
     """The dataset's default teacher (digits_resnet8, seed 0), trained for 2 epochs (~98% test accuracy,
     a few seconds) into the cache path the runner reads, so runs load it instead of training 30 epochs.
     Returns (model, card)."""
-    from dfkd_bench.teachers import TeacherRecipe, get_teacher, teacher_path
+    from dfkd_bench.teachers import get_teacher, recipe_for, teacher_path
 
     spec, data = digits_data
     model, card = get_teacher(spec, spec.default_teacher, data, torch.device("cpu"), seed=0,
-                              recipe=TeacherRecipe(epochs=2))
+                              recipe=recipe_for(spec, epochs=2))
     assert teacher_path(spec.name, spec.default_teacher, 0).is_file()
     return model, card
 

@@ -25,6 +25,7 @@ from dfkd_bench.engine import (
     student_augment,
     total_variation,
 )
+from dfkd_bench.data.split import EvalSplit
 from dfkd_bench.engine.augment import random_crop, random_flip
 from dfkd_bench.engine.checkpoint import restore_rng_state, rng_state
 from dfkd_bench.engine.evaluate import accuracy
@@ -436,9 +437,12 @@ def test_accuracy_in_percent_and_restores_mode() -> None:
     for i, cls in enumerate([0, 1, 2, 3, 0]):
         images[i, 0, 0, cls] = 1.0
     labels = torch.tensor([0, 1, 2, 0, 1])  # 3 of 5 right
-    acc = accuracy(model, images, labels, Normalize((0.0,) * 3, (1.0,) * 3), batch_size=2)
+    norm = Normalize((0.0,) * 3, (1.0,) * 3)
+    acc = accuracy(model, EvalSplit(images, labels), norm, batch_size=2)
     assert acc == pytest.approx(60.0)
     assert model.training
+    as_uint8 = EvalSplit(images.mul(255).to(torch.uint8), labels)  # cached splits are uint8
+    assert accuracy(model, as_uint8, norm, batch_size=3) == pytest.approx(60.0)
 
 
 def test_kd_schedule_spends_the_same_steps_per_image_whatever_the_round_size() -> None:

@@ -139,7 +139,7 @@ def tiny_teacher() -> nn.Module:
     teacher.train()
     norm = Normalize(SPEC.mean, SPEC.std)
     with torch.no_grad():
-        teacher(norm(SPEC.load().train_x[:512]))
+        teacher(norm(SPEC.open().in_memory_train()[0][:512]))
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

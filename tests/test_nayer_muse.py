@@ -282,9 +282,9 @@ def _run(method: Nayer, n_total: int = 48) -> tuple[Any, dict[str, set[int]]]:
             phase[0] = "kd"
 
     method.synthesize = tracked  # type: ignore[method-assign]
-    data = get_dataset("digits").load()
+    data = get_dataset("digits").open()
     try:
-        outcome = DistillationRun(method, ctx, data.test_x[:50], data.test_y[:50], n_total).run()
+        outcome = DistillationRun(method, ctx, data.test_split().subset(50), n_total).run()
     finally:
         hook.remove()
     return outcome, seen

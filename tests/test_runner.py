@@ -25,11 +25,11 @@ from dfkd_bench.engine import checkpoint as ckpt
 from dfkd_bench.engine.evaluate import accuracy
 from dfkd_bench.models import create_model
 from dfkd_bench.runner import run_many
-from dfkd_bench.teachers import TeacherRecipe, get_teacher, teacher_path
+from dfkd_bench.teachers import file_sha256, get_teacher, recipe_for, teacher_path, trained_teacher
 
 REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed",
                     "n_synthetic", "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s",
-                    "peak_mem_mb", "device", "status", "error", "started_at", "version"]
+                    "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke"]
 N_SYNTHETIC = round(0.05 * 1437)  # ratio 0.05 of the digits training split
 ROUNDS = math.ceil(N_SYNTHETIC / 16)
 
@@ -111,7 +111,7 @@ def test_end_to_end_writes_every_output(e2e, digits_teacher, digits_data) -> Non
         assert saved["arch"] == "digits_resnet8_slim" and saved["num_classes"] == 10
         student = create_model("digits_resnet8_slim", 10)
         student.load_state_dict(saved["state_dict"])
-        acc = accuracy(student, data.test_x, data.test_y, Normalize(spec.mean, spec.std))
+        acc = accuracy(student, data.test_split(), Normalize(spec.mean, spec.std))
         assert f"{acc:.2f}" == row["student_acc"]  # the reported accuracy is the saved student's
 
 
@@ -249,7 +249,7 @@ def test_teacher_is_trained_once_then_loaded_from_the_cache(tmp_path: Path, monk
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(teachers, "train_teacher", spy)
-    recipe = TeacherRecipe(epochs=1)
+    recipe = recipe_for(spec, epochs=1)
     model, card = get_teacher(spec, "digits_resnet8_slim", data, torch.device("cpu"), seed=1, recipe=recipe)
     assert calls == [1]
     path = teacher_path("digits", "digits_resnet8_slim", 1)
@@ -258,7 +258,7 @@ def test_teacher_is_trained_once_then_loaded_from_the_cache(tmp_path: Path, monk
     assert on_disk["dataset"] == "digits" and on_disk["arch"] == "digits_resnet8_slim"
     assert on_disk["seed"] == 1 and on_disk["recipe"] == asdict(recipe) and on_disk["num_classes"] == 10
     assert on_disk["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    acc = accuracy(model, data.test_x, data.test_y, Normalize(spec.mean, spec.std))
+    acc = accuracy(model, data.test_split(), Normalize(spec.mean, spec.std))
     assert on_disk["test_acc"] == pytest.approx(acc)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
 
@@ -267,16 +267,16 @@ def test_teacher_is_trained_once_then_loaded_from_the_cache(tmp_path: Path, monk
     assert card2 == card
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
-    # a user checkpoint (here the cached file) is loaded as is, with its own sha256
+    # a user checkpoint (here the cached file) is imported as is: same weights, the file's sha256 recorded
     mine, card3 = get_teacher(spec, "digits_resnet8_slim", data, torch.device("cpu"), checkpoint=path)
-    assert calls == [1] and card3.sha256 == card.sha256 and card3.test_acc == pytest.approx(acc)
+    assert calls == [1] and card3.source_sha256 == card.sha256 and card3.test_acc == pytest.approx(acc)
+    assert card3.source == f"imported:{path.resolve()}" and card3.sha256 == file_sha256(Path(card3.path))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), mine.state_dict().values()))
 
-    # retrain=True trains again and rewrites weights and card
+    # training again (`teacher train`) rewrites weights and card
     monkeypatch.setattr(teachers, "train_teacher",
                         lambda spec, arch, *a, **k: (calls.append(2), create_model(arch, 10).eval())[1])
-    _, card4 = get_teacher(spec, "digits_resnet8_slim", data, torch.device("cpu"), seed=1, recipe=recipe,
-                           retrain=True)
+    _, card4 = trained_teacher(spec, "digits_resnet8_slim", data, torch.device("cpu"), seed=1, recipe=recipe)
     assert calls == [1, 2]
     assert card4.sha256 == hashlib.sha256(path.read_bytes()).hexdigest() != card.sha256
     assert json.loads(path.with_suffix(".json").read_text())["sha256"] == card4.sha256

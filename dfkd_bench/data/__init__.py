@@ -1,6 +1,9 @@
-"""Datasets: specs (classes, sizes, normalisation) and loaders of the real splits."""
+"""Datasets: specs (classes, sizes, normalisation), readers of the real on-disk formats, test-split caches."""
 
-from . import digits  # noqa: F401  (registers the dataset)
-from .spec import DATASETS, DatasetSpec, RealData, get_dataset
+from . import cifar, digits, imagenet  # noqa: F401  (register the datasets)
+from .source import DataSource, DataWarning, cache_dir
+from .spec import DATA_ENV, DATASETS, DatasetSpec, get_dataset
+from .split import EvalSplit
 
-__all__ = ["DATASETS", "DatasetSpec", "RealData", "get_dataset"]
+__all__ = ["DATASETS", "DATA_ENV", "DataSource", "DataWarning", "DatasetSpec", "EvalSplit", "cache_dir",
+           "get_dataset"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .spec import DATASETS, DatasetSpec, RealData
+from .source import DataSource
+from .spec import DATASETS, DatasetSpec
+from .split import EvalSplit
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -17,7 +18,8 @@ INPUT_SIZE = 32
 
 
 @lru_cache(maxsize=1)
-def _load_digits_tensors() -> RealData:
+def _load_digits_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(train_x, train_y, test_x, test_y): float [0,1] images at 32 px (a few MB, kept in memory)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -32,12 +34,23 @@ def _load_digits_tensors() -> RealData:
     x = x.expand(-1, 3, -1, -1).contiguous()
     y = torch.from_numpy(labels)
     tr, te = torch.from_numpy(idx_train), torch.from_numpy(idx_test)
-    return RealData(x[tr], y[tr], x[te], y[te])
+    return x[tr], y[tr], x[te], y[te]
 
 
-def _loader(spec: DatasetSpec, data_root: Path | None) -> RealData:
-    data = _load_digits_tensors()
-    return RealData(data.train_x.clone(), data.train_y.clone(), data.test_x.clone(), data.test_y.clone())
+class DigitsSource(DataSource):
+    """The whole dataset lives in memory as tensors; no data root is read."""
+
+    def count_train(self) -> int:
+        return int(_load_digits_tensors()[1].shape[0])
+
+    def in_memory_train(self) -> tuple[torch.Tensor, torch.Tensor]:
+        train_x, train_y, _, _ = _load_digits_tensors()
+        return train_x.clone(), train_y.clone()
+
+    def test_split(self, limit: int | None = None, progress=None) -> EvalSplit:
+        _, _, test_x, test_y = _load_digits_tensors()
+        count = len(test_y) if limit is None else min(limit, len(test_y))
+        return EvalSplit(test_x[:count].clone(), test_y[:count].clone())
 
 
 DIGITS = DatasetSpec(
@@ -54,6 +67,6 @@ DIGITS = DatasetSpec(
     hflip=False,
     description="scikit-learn handwritten digits (1797 real 8x8 images, 10 classes), 80/20 stratified split, "
     "upsampled to 32x32; shipped, no download",
-    loader=_loader,
+    opener=DigitsSource,
 )
 DATASETS.add("digits", DIGITS, DIGITS.description)

@@ -1,24 +1,33 @@
-"""Accuracy on the real test split."""
+"""Accuracy on the real test split, streamed a batch at a time (no float copy of the split)."""
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 import torch.nn as nn
 
+from ..data.split import EvalSplit
 from .augment import Normalize
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, normalize: Normalize,
-             batch_size: int = 500, channels_last: bool = False) -> float:
-    """Top-1 accuracy in percent; the model is put in eval mode and restored afterwards."""
+def accuracy(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_size: int = 500,
+             channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> float:
+    """Top-1 accuracy in percent on the model's device; the model is put in eval mode and restored.
+
+    Correct counts accumulate on the device, so the loop reads the device once, at the end.
+    """
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     was_training = model.training
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=labels.device)
-    for start in range(0, images.shape[0], batch_size):
-        x = normalize(images[start:start + batch_size])
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for images, labels in split.batches(batch_size, device):
+        x = normalize(images)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        correct += (model(x).argmax(1) == labels[start:start + batch_size]).sum()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(x)
+        correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
-    return 100.0 * correct.item() / max(1, labels.shape[0])
+    return 100.0 * correct.item() / max(1, len(split))

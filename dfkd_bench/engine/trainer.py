@@ -12,9 +12,13 @@ import torch
 from . import checkpoint
 from .bank import SyntheticBank
 from .distill import Distiller
+from ..data.split import EvalSplit
 from .evaluate import accuracy
 from .method import Method, MethodContext
 from .timing import PhaseTimer
+
+
+RESIDENT_TEST_BYTES = 1 << 30  # a uint8 test split up to 1 GiB is copied to the device once; larger ones stream
 
 
 class Diverged(RuntimeError):
@@ -76,12 +80,12 @@ def kd_schedule(kd_steps: int, synth_batch: int, n_total: int, kd_rounds: int) -
 class DistillationRun:
     """Drives a method over the rounds that spend `n_total` synthetic images."""
 
-    def __init__(self, method: Method, ctx: MethodContext, test_x: torch.Tensor, test_y: torch.Tensor,
+    def __init__(self, method: Method, ctx: MethodContext, test_split: EvalSplit,
                  n_total: int, checkpoint_path: str | Path | None = None,
                  on_round: RoundCallback | None = None) -> None:
         hp = method.hp
         self.method, self.ctx, self.hp = method, ctx, hp
-        self.test_x, self.test_y = test_x.to(ctx.device), test_y.to(ctx.device)
+        self.test_split = test_split.to(ctx.device, RESIDENT_TEST_BYTES)
         self.n_total = n_total
         self.rounds = max(1, math.ceil(n_total / hp.synth_batch))
         self.warmup = min(hp.warmup_rounds, self.rounds - 1)
@@ -129,7 +133,7 @@ class DistillationRun:
 
     def _evaluate(self, round_idx: int) -> None:
         with self.timer.phase("eval"):
-            acc = accuracy(self.ctx.student, self.test_x, self.test_y, self.ctx.normalize,
+            acc = accuracy(self.ctx.student, self.test_split, self.ctx.normalize, amp_dtype=self.ctx.amp_dtype,
                            channels_last=self.ctx.channels_last)
         elapsed = self.timer.get("synth") + self.timer.get("kd")
         self.state.curve.append(CurvePoint(round_idx, len(self.bank), elapsed, acc))

@@ -1,7 +1,27 @@
 """Model zoo and feature hooks."""
 
-from . import resnet_small  # noqa: F401  (registers the models)
+from . import cifar, imagenet, resnet_small  # noqa: F401  (register the models)
 from .hooks import BNStatistics, FeatureTap
-from .zoo import MODELS, create_model, register_model
+from .zoo import (
+    MODELS,
+    ModelInfo,
+    count_parameters,
+    create_model,
+    model_info,
+    parameter_count,
+    register_model,
+    replace_classifier,
+)
 
-__all__ = ["MODELS", "create_model", "register_model", "BNStatistics", "FeatureTap"]
+__all__ = [
+    "MODELS",
+    "ModelInfo",
+    "create_model",
+    "register_model",
+    "model_info",
+    "count_parameters",
+    "parameter_count",
+    "replace_classifier",
+    "BNStatistics",
+    "FeatureTap",
+]

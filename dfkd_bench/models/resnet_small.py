@@ -57,12 +57,14 @@ class SmallResNet(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 
-@register_model("digits_resnet8", "ResNet-8 (widths 32-64-128, stride-2 stem) for 32x32 digits; the digits teacher")
+@register_model("digits_resnet8", "ResNet-8 (widths 32-64-128, stride-2 stem) for 32x32 digits; the digits teacher",
+                family="digits")
 def digits_resnet8(num_classes: int, in_chans: int = 3) -> nn.Module:
     return SmallResNet(num_classes, in_chans, widths=(32, 64, 128), stem_stride=2)
 
 
-@register_model("digits_resnet8_slim", "ResNet-8 at half width (16-32-64, stride-2 stem); the digits student")
+@register_model("digits_resnet8_slim", "ResNet-8 at half width (16-32-64, stride-2 stem); the digits student",
+                family="digits")
 def digits_resnet8_slim(num_classes: int, in_chans: int = 3) -> nn.Module:
     return SmallResNet(num_classes, in_chans, widths=(16, 32, 64), stem_stride=2)
 

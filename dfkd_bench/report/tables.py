@@ -20,9 +20,17 @@ def runs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
-def read_runs_csv(out_dir: str | Path) -> pd.DataFrame:
-    """runs.csv of an output folder as a DataFrame."""
-    return runs_frame(pd.read_csv(Path(out_dir) / "runs.csv", dtype=str).to_dict("records"))
+def is_smoke(df: pd.DataFrame) -> pd.Series:
+    """Rows written by `--smoke` checks (not results)."""
+    if "smoke" not in df:
+        return pd.Series(False, index=df.index)
+    return df["smoke"].astype(str).str.strip().isin(["1", "1.0", "True", "true"])
+
+
+def read_runs_csv(out_dir: str | Path, include_smoke: bool = False) -> pd.DataFrame:
+    """runs.csv of an output folder as a DataFrame; smoke-check rows are left out unless asked for."""
+    df = runs_frame(pd.read_csv(Path(out_dir) / "runs.csv", dtype=str).to_dict("records"))
+    return df if include_smoke else df[~is_smoke(df)].reset_index(drop=True)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
