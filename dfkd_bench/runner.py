@@ -160,8 +160,8 @@ def resolve(config: RunConfig, sources: Sources | None = None) -> ResolvedRun:
     device = pick_device(config.device)
     source = open_source(spec, config.data_root, sources)
     n_synthetic = max(1, round(config.ratio * source.train_size))
-    if config.smoke:
-        n_synthetic = min(n_synthetic, hparams.synth_batch * hparams.SMOKE_ROUNDS)
+    if config.smoke:  # a tiny fixed budget, whatever the ratio: warm-up plus a couple of KD rounds
+        n_synthetic = hparams.synth_batch * hparams.SMOKE_ROUNDS
     check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
     return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
                        source)
