@@ -16,7 +16,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "seeds", "pairs", "set", "device",
-        "data_root", "label_embeddings"}
+        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke"}
 
 
 def load_sweep(path: str | Path) -> list[RunConfig]:
@@ -39,7 +39,9 @@ def load_sweep(path: str | Path) -> list[RunConfig]:
     sets = [f"{k}={v}" for k, v in spec.get("set", {}).items()]
     overrides = parse_set_options(sets, methods)
     base = RunConfig(method=methods[0], dataset=spec.get("dataset", "digits"), device=spec.get("device", "auto"),
-                     data_root=spec.get("data_root"), label_embeddings=spec.get("label_embeddings"))
+                     data_root=spec.get("data_root"), label_embeddings=spec.get("label_embeddings"),
+                     classes=spec.get("classes"), teacher_weights=spec.get("teacher_weights"),
+                     smoke=bool(spec.get("smoke", False)))
     pairs = [tuple(p) for p in spec.get("pairs", [])] or [(None, None)]
     grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides)
     configs = expand(methods, base, resolutions=spec.get("resolutions", [None]), **grid)

@@ -40,9 +40,11 @@ def _register() -> None:
                         "Imagenette: fast.ai's 10 ImageNet classes (ImageNet layout, 224 px)"),
         imagenet_subset("imagenet100", imagenet100_wnids(), 126689,
                         "ImageNet-100: the 100 classes of CMC (ImageNet layout, 224 px)"),
+        # Presets: NAYER's Tiny-ImageNet one; methods that published none there (Fast, DeepInversion)
+        # take their CIFAR-100 settings, as the papers comparing on Tiny-ImageNet ran them.
         DatasetSpec(name="tiny-imagenet", num_classes=200, class_names=(), input_size=64, in_chans=3,
                     mean=TINY_MEAN, std=TINY_STD, train_size=100000, default_teacher="resnet34",
-                    default_student="resnet18", needs_data_root=True, presets=("tinyimagenet",),
+                    default_student="resnet18", needs_data_root=True, presets=("tinyimagenet", "cifar100"),
                     description="Tiny-ImageNet (200 classes, 100k/10k, 64 px): the tiny-imagenet-200 folder",
                     opener=TinyImageNetSource),
     ]

@@ -11,14 +11,24 @@ from ..data.split import EvalSplit
 from .augment import Normalize
 
 
+BATCH_FLOAT_BYTES = 64 << 20  # an evaluation batch holds at most 64 MB of float images (111 at 224 px)
+
+
+def eval_batch_size(image_shape: tuple[int, ...], cap: int = 500) -> int:
+    """Images per evaluation batch: up to `cap`, fewer for large images, so memory stays near one batch."""
+    per_image = 4 * int(torch.tensor(image_shape).prod())
+    return max(1, min(cap, BATCH_FLOAT_BYTES // per_image))
+
+
 @torch.no_grad()
-def accuracy(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_size: int = 500,
+def accuracy(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_size: int | None = None,
              channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> float:
     """Top-1 accuracy in percent on the model's device; the model is put in eval mode and restored.
 
     Correct counts accumulate on the device, so the loop reads the device once, at the end.
     """
     device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
+    batch_size = batch_size or eval_batch_size(split.shape[1:])
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)

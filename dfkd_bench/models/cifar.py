@@ -1,18 +1,23 @@
 """CIFAR-style models (32 px inputs) used as teachers and students in the DFKD literature:
 ResNet-18/34, Wide ResNets, VGG-8/11 with BatchNorm and MobileNetV2.
 
-Every model is a conv trunk (`features`, whose output is the last conv map), global average
-pooling and one Linear (`classifier`), so any input resolution works and the hooks find what
-they need without a special forward.
+Submodules carry the names and shapes of the reference definitions in zju-vipa's DataFree code
+(`datafree/models/classifiers/{resnet,wresnet,vgg,mobilenetv2}.py`, reused by CMI, Fast-Datafree
+and NAYER), so their published teachers (e.g. `cifar10_resnet34.pth`) load with strict=True, and
+each forward computes what the reference forward computes. Every model ends with global average
+pooling (any input size) and one Linear; `classifier` and `feature_layer` are properties over the
+reference names, so they add no state_dict keys.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .resnet_small import BasicBlock
 from .zoo import register_model
@@ -29,7 +34,7 @@ def conv_bn(
     act: Callable[..., nn.Module] | None = nn.ReLU,
     bias: bool = False,
 ) -> nn.Sequential:
-    """Conv ('same' padding), BatchNorm and an optional activation: the unit the trunks stack."""
+    """Conv ('same' padding), BatchNorm and an optional activation; unpack it (`*conv_bn(...)`) to inline the layers."""
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=bias),
         nn.BatchNorm2d(out_ch),
@@ -44,55 +49,83 @@ def make_stage(block: BlockFactory, in_ch: int, out_ch: int, depth: int, stride:
     return nn.Sequential(*(block(in_ch if i == 0 else out_ch, out_ch, stride if i == 0 else 1) for i in range(depth)))
 
 
-class ConvClassifier(nn.Module):
-    """A conv trunk, global average pooling and a single Linear classifier."""
+class CifarNet(nn.Module):
+    """A conv trunk, global average pooling and a head, under the reference code's attribute names."""
 
-    def __init__(self, features: nn.Sequential, width: int, num_classes: int) -> None:
-        super().__init__()
-        self.features = features
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(width, num_classes)
-        for m in self.features.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    head_name: ClassVar[str]  # the submodule applied to the pooled features
+    feature_name: ClassVar[str]  # the submodule whose output is the last conv map
+
+    @property
+    def head(self) -> nn.Module:
+        """What the pooled features go through: the Linear, or MobileNetV2's (dropout, Linear)."""
+        return self._modules[self.head_name]
+
+    @property
+    def classifier(self) -> nn.Linear:
+        """The final Linear (a property: no duplicate state_dict keys)."""
+        head = self.head
+        return head[-1] if isinstance(head, nn.Sequential) else head
 
     @property
     def feature_layer(self) -> nn.Module:
-        """The trunk, whose output is the last conv map (a property: no duplicate state_dict keys)."""
-        return self.features
+        """The submodule whose output is the last conv map, the one that is pooled."""
+        return self._modules[self.feature_name]
+
+    def init_weights(self) -> None:
+        """He initialisation (fan-out) of every conv, as the reference definitions do."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv map."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.forward_features(x), 1), 1))
 
 
 # --------------------------------------------------------------------------- ResNet
 
 
-def cifar_resnet(num_classes: int, in_chans: int, depths: Sequence[int]) -> ConvClassifier:
-    """ResNet with BasicBlocks, a 3x3 stride-1 stem and no max-pool, stages 64-128-256-512."""
-    stages, in_ch = [conv_bn(in_chans, 64)], 64
-    for i, (width, depth) in enumerate(zip((64, 128, 256, 512), depths)):
-        stages.append(make_stage(BasicBlock, in_ch, width, depth, 1 if i == 0 else 2))
-        in_ch = width
-    return ConvClassifier(nn.Sequential(*stages), in_ch, num_classes)
+class CifarResNet(CifarNet):
+    """ResNet with BasicBlocks, a 3x3 stride-1 stem and no max-pool, stages 64-128-256-512; names as
+    DAFL's resnet.py that DataFree reuses: conv1, bn1, layer1-4 (conv1/bn1/conv2/bn2/shortcut), linear."""
+
+    head_name, feature_name = "linear", "layer4"
+
+    def __init__(self, depths: Sequence[int], num_classes: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, 64, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        in_ch = 64
+        for i, (width, depth) in enumerate(zip((64, 128, 256, 512), depths)):
+            self.add_module(f"layer{i + 1}", make_stage(BasicBlock, in_ch, width, depth, 1 if i == 0 else 2))
+            in_ch = width
+        self.linear = nn.Linear(in_ch, num_classes)
+        self.init_weights()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
 @register_model("resnet18", "CIFAR ResNet-18 (BasicBlock 2-2-2-2, 3x3 stride-1 stem)")
 def resnet18(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return cifar_resnet(num_classes, in_chans, (2, 2, 2, 2))
+    return CifarResNet((2, 2, 2, 2), num_classes, in_chans)
 
 
 @register_model("resnet34", "CIFAR ResNet-34 (BasicBlock 3-4-6-3, 3x3 stride-1 stem)")
 def resnet34(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return cifar_resnet(num_classes, in_chans, (3, 4, 6, 3))
+    return CifarResNet((3, 4, 6, 3), num_classes, in_chans)
 
 
 # --------------------------------------------------------------------------- Wide ResNet
 
 
 class PreActBlock(nn.Module):
-    """Wide-ResNet block: (BN-ReLU-conv) twice; a 1x1 projection of the activated input when the
-    shape changes, the identity otherwise."""
+    """Wide-ResNet block: (BN-ReLU-conv) twice; when the width changes, the shortcut is a 1x1 conv of
+    the activated input (`convShortcut`, the reference name), else the identity."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
         super().__init__()
@@ -100,73 +133,99 @@ class PreActBlock(nn.Module):
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+        # As in the reference, only a width change gets a projection (a stride always comes with one).
+        self.convShortcut = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False) if in_ch != out_ch else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = torch.relu(self.bn1(x))
-        residual = x if self.shortcut is None else self.shortcut(act)
+        residual = x if self.convShortcut is None else self.convShortcut(act)
         return self.conv2(torch.relu(self.bn2(self.conv1(act)))) + residual
 
 
-def wide_resnet(num_classes: int, in_chans: int, depth: int, widen: int) -> ConvClassifier:
-    """WRN-depth-widen: 3x3 stem of 16, three stages of (depth-4)/6 blocks at 16k-32k-64k, final BN-ReLU."""
-    if (depth - 4) % 6:
-        raise ValueError(f"Wide ResNet depth must be 6n+4, got {depth}")
-    widths = (16, 16 * widen, 32 * widen, 64 * widen)
-    layers: list[nn.Module] = [nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)]
-    for i in range(3):
-        layers.append(make_stage(PreActBlock, widths[i], widths[i + 1], (depth - 4) // 6, 1 if i == 0 else 2))
-    layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(inplace=True)]
-    return ConvClassifier(nn.Sequential(*layers), widths[3], num_classes)
+class WideResNet(CifarNet):
+    """WRN-depth-widen: 3x3 stem conv of 16, three stages of (depth-4)/6 blocks at 16k-32k-64k, final
+    BN-ReLU; names as DataFree's wresnet.py: conv1, block1-3 (each holding `.layer`), bn1, fc."""
+
+    head_name, feature_name = "fc", "relu"
+
+    def __init__(self, depth: int, widen: int, num_classes: int, in_chans: int = 3) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"Wide ResNet depth must be 6n+4, got {depth}")
+        widths = (16, 16 * widen, 32 * widen, 64 * widen)
+        self.conv1 = nn.Conv2d(in_chans, widths[0], 3, 1, 1, bias=False)
+        for i in range(3):
+            stage = make_stage(PreActBlock, widths[i], widths[i + 1], (depth - 4) // 6, 1 if i == 0 else 2)
+            self.add_module(f"block{i + 1}", nn.Sequential(OrderedDict(layer=stage)))  # keys block<i>.layer.<j>
+        self.bn1 = nn.BatchNorm2d(widths[3])
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(widths[3], num_classes)
+        self.init_weights()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn1(self.block3(self.block2(self.block1(self.conv1(x))))))
 
 
 @register_model("wrn16_1", "Wide ResNet-16-1 (pre-activation, widths 16-16-32-64)")
 def wrn16_1(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return wide_resnet(num_classes, in_chans, 16, 1)
+    return WideResNet(16, 1, num_classes, in_chans)
 
 
 @register_model("wrn16_2", "Wide ResNet-16-2 (pre-activation, widths 16-32-64-128)")
 def wrn16_2(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return wide_resnet(num_classes, in_chans, 16, 2)
+    return WideResNet(16, 2, num_classes, in_chans)
 
 
 @register_model("wrn40_1", "Wide ResNet-40-1 (pre-activation, widths 16-16-32-64)")
 def wrn40_1(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return wide_resnet(num_classes, in_chans, 40, 1)
+    return WideResNet(40, 1, num_classes, in_chans)
 
 
 @register_model("wrn40_2", "Wide ResNet-40-2 (pre-activation, widths 16-32-64-128)")
 def wrn40_2(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return wide_resnet(num_classes, in_chans, 40, 2)
+    return WideResNet(40, 2, num_classes, in_chans)
 
 
 # --------------------------------------------------------------------------- VGG
 
 
-def cifar_vgg(num_classes: int, in_chans: int, stages: Sequence[Sequence[int]]) -> ConvClassifier:
-    """VGG-BN as in the CRD and DataFree code: five conv stacks, 2x2 max-pool after the first three
-    (a 4x4 last map at 32 px), global pooling and one Linear(512, classes); convs keep their bias."""
-    layers: list[nn.Module] = []
-    in_ch = in_chans
-    for i, widths in enumerate(stages):
-        for width in widths:
-            layers.append(conv_bn(in_ch, width, bias=True))
-            in_ch = width
-        if i < 3:
-            layers.append(nn.MaxPool2d(2))
-    return ConvClassifier(nn.Sequential(*layers), in_ch, num_classes)
+class CifarVGG(CifarNet):
+    """VGG-BN as in the CRD code DataFree reuses: five conv stacks block0-4 (conv with bias, BN, ReLU
+    each), 2x2 max-pool after the first three, global pooling, one Linear `classifier`."""
+
+    head_name, feature_name = "classifier", "block4"
+
+    def __init__(self, stages: Sequence[Sequence[int]], num_classes: int, in_chans: int = 3) -> None:
+        super().__init__()
+        in_ch = in_chans
+        for i, widths in enumerate(stages):
+            layers: list[nn.Module] = []
+            for width in widths:
+                layers += conv_bn(in_ch, width, bias=True)  # flat: keys block<i>.<3j> (conv), .<3j+1> (BN)
+                in_ch = width
+            self.add_module(f"block{i}", nn.Sequential(*layers))
+        self.pool = nn.MaxPool2d(2)
+        self.classifier = nn.Linear(in_ch, num_classes)
+        self.init_weights()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # The reference also pools after block3 when the input is 64 px high (Tiny-ImageNet), and only then.
+        pool_after = (0, 1, 2, 3) if x.shape[2] == 64 else (0, 1, 2)
+        for i in range(5):
+            x = self._modules[f"block{i}"](x)
+            if i in pool_after:
+                x = self.pool(x)
+        return x
 
 
 @register_model("vgg8", "CIFAR VGG-8-BN (one conv per stage 64-128-256-512-512)")
 def vgg8(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return cifar_vgg(num_classes, in_chans, ((64,), (128,), (256,), (512,), (512,)))
+    return CifarVGG(((64,), (128,), (256,), (512,), (512,)), num_classes, in_chans)
 
 
 @register_model("vgg11", "CIFAR VGG-11-BN (stages 64 / 128 / 256x2 / 512x2 / 512x2)")
 def vgg11(num_classes: int, in_chans: int = 3) -> nn.Module:
-    return cifar_vgg(num_classes, in_chans, ((64,), (128,), (256, 256), (512, 512), (512, 512)))
+    return CifarVGG(((64,), (128,), (256, 256), (512, 512), (512, 512)), num_classes, in_chans)
 
 
 # --------------------------------------------------------------------------- MobileNetV2
@@ -179,30 +238,44 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = in_ch * expand
         layers = [conv_bn(in_ch, hidden, 1, act=nn.ReLU6)] if expand != 1 else []
-        layers += [conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6),
-                   conv_bn(hidden, out_ch, 1, act=None)]
-        self.body = nn.Sequential(*layers)
+        layers.append(conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6))
+        layers += conv_bn(hidden, out_ch, 1, act=None)  # flat: the projection conv and its BN
+        self.conv = nn.Sequential(*layers)
         self.residual = stride == 1 and in_ch == out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(x)
+        out = self.conv(x)
         return x + out if self.residual else out
 
 
-# (expansion t, channels c, blocks n, stride s) per stage; the second stage's stride is 1 here, 2 on ImageNet.
-MOBILENETV2_CIFAR = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-                     (6, 320, 1, 1))
+# (expansion t, channels c, blocks n, stride s) per stage: the ImageNet layout, which the reference keeps on CIFAR.
+MOBILENETV2_STAGES = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                      (6, 320, 1, 1))
 
 
-@register_model("mobilenetv2", "CIFAR MobileNetV2 (width 1.0, total stride 8)")
+class MobileNetV2(CifarNet):
+    """MobileNetV2 at width 1.0 as DataFree's mobilenetv2.py (torchvision's layout and names): `features`
+    (stride-2 stem, 17 blocks, 1280-wide 1x1 conv; total stride 32, a 1x1 last map at 32 px) and
+    `classifier` = (Dropout(0.2), Linear)."""
+
+    head_name, feature_name = "classifier", "features"
+
+    def __init__(self, num_classes: int, in_chans: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [conv_bn(in_chans, 32, stride=2, act=nn.ReLU6)]
+        in_ch = 32
+        for expand, width, depth, stride in MOBILENETV2_STAGES:
+            layers.extend(make_stage(partial(InvertedResidual, expand=expand), in_ch, width, depth, stride))  # flat
+            in_ch = width
+        layers.append(conv_bn(in_ch, 1280, 1, act=nn.ReLU6))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+        self.init_weights()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+@register_model("mobilenetv2", "CIFAR MobileNetV2 (width 1.0, DataFree's: ImageNet strides, total stride 32)")
 def mobilenetv2(num_classes: int, in_chans: int = 3) -> nn.Module:
-    """MobileNetV2 at width 1.0 adapted to 32 px inputs: the stem conv and the second stage use stride 1
-    instead of 2 (total stride 8, a 4x4 last map at 32 px, as in common CIFAR ports such as
-    kuangliu/pytorch-cifar); otherwise the ImageNet layout (ReLU6, 1280-wide last 1x1 conv), no dropout."""
-    layers: list[nn.Module] = [conv_bn(in_chans, 32, act=nn.ReLU6)]
-    in_ch = 32
-    for expand, width, depth, stride in MOBILENETV2_CIFAR:
-        layers.append(make_stage(partial(InvertedResidual, expand=expand), in_ch, width, depth, stride))
-        in_ch = width
-    layers.append(conv_bn(in_ch, 1280, 1, act=nn.ReLU6))
-    return ConvClassifier(nn.Sequential(*layers), 1280, num_classes)
+    return MobileNetV2(num_classes, in_chans)
