@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -50,7 +51,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
             blob: object = load_file(str(path), device="cpu")
         else:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a refused file is one error line, not a warning first
+                warnings.simplefilter("ignore")
+                blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure means the same thing to a user: not a checkpoint
         kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch (weights_only)"
         raise UserError(f"{path} is not a readable {kind} checkpoint ({type(exc).__name__}); "

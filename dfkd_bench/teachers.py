@@ -80,7 +80,7 @@ class TeacherCard:
     restricted_from: int | None = None
     test_images: int = 0
     smoke: bool = False
-    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds"))
 
     @classmethod
     def read(cls, path: Path) -> "TeacherCard":
@@ -233,7 +233,7 @@ def import_teacher(file: str | Path, spec: DatasetSpec, arch: str, device: torch
     return _freeze(model), card
 
 
-def torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], str]:
+def torchvision_state(arch: str, weights: str, dataset: str = "DATASET") -> tuple[dict[str, torch.Tensor], str]:
     """A torchvision weights enum's state dict (downloaded once to torch's hub cache) and its name."""
     tv_name = model_info(arch).torchvision_name
     if tv_name is None:
@@ -251,7 +251,7 @@ def torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor],
     except (OSError, RuntimeError) as exc:
         raise UserError(f"could not download {tv_name} {weights} from {entry.url} ({type(exc).__name__}; no "
                         f"network?); fetch that file elsewhere and run: dfkd-bench teacher import FILE --dataset "
-                        f"DATASET --arch {arch}") from None
+                        f"{dataset} --arch {arch}") from None
     return state, f"torchvision:{tv_name}.{weights}"
 
 
@@ -262,7 +262,7 @@ def torchvision_teacher(spec: DatasetSpec, arch: str, weights: str, device: torc
     if path.is_file() and _card_path(path).is_file():
         card = TeacherCard.read(_card_path(path))
         return load_cached_teacher(card, spec, device), card
-    state, origin = torchvision_state(arch, weights)
+    state, origin = torchvision_state(arch, weights, spec.name)
     model, restricted = build_from_state(state, spec, arch, origin)
     model = model.to(device)
     acc, count = measure(model, spec, source, device, smoke)

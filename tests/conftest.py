@@ -78,6 +78,26 @@ def digits_teacher(dfkd_cache: Path, digits_data):
     return model, card
 
 
+@pytest.fixture(scope="session")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CIFAR-10 in the official python-pickle format (2 train, 2 test images a class); read-only."""
+    from formats import write_cifar10
+
+    root = tmp_path_factory.mktemp("cifar10")
+    write_cifar10(root, per_class=2, test_per_class=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def module_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A teacher and split cache of the requesting module's own, so "newest teacher" lookups and the
+    `teachers` listing see only what that module cached."""
+    from cli_helpers import own_cache
+
+    with own_cache(tmp_path_factory.mktemp("module_cache")) as path:
+        yield path
+
+
 @pytest.fixture
 def clean_methods() -> Iterator[None]:
     """Restore the method registry after a test that registers methods (plugins, fakes)."""

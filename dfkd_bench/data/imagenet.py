@@ -15,7 +15,8 @@ TINY_STD = (0.2302, 0.2265, 0.2262)
 
 
 def imagenet_class_names() -> tuple[str, ...]:
-    """torchvision's 1000 category names, in sorted-wnid (class-index) order."""
+    """The 1000 category names shipped with the label embeddings (torchvision's, with index 264
+    spelt "Cardigan Welsh corgi" so it differs from 474 "cardigan"), in sorted-wnid order."""
     path = Path(__file__).parent.parent / "assets" / "class_names" / "imagenet.txt"
     return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
 

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import default_loader
 from torchvision.transforms import v2
 
+from ..errors import UserError
 from .spec import DatasetSpec
 from .split import EvalSplit, open_cached_split, read_cache_meta, write_cached_split
 
@@ -56,6 +57,15 @@ def eval_transform(spec: DatasetSpec) -> v2.Transform:
     return v2.Compose([v2.PILToTensor(), v2.Resize(spec.eval_resize or size, antialias=True), v2.CenterCrop(size)])
 
 
+class UnreadableImage(UserError):
+    """An image file that cannot be decoded. A DataLoader worker re-raises it with the worker's
+    traceback as its message; the constructor keeps only the original one line."""
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__name__}: "
+        super().__init__(message.rsplit(marker, 1)[-1] if marker in message else message)
+
+
 class FileListDataset(Dataset):
     """(path, label) samples read with torchvision's image loader (RGB, whatever the file's mode)."""
 
@@ -67,7 +77,12 @@ class FileListDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return self.transform(default_loader(path)), label
+        try:
+            image = default_loader(path)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UnreadableImage(f"{path} is not a readable image ({type(exc).__name__}: {str(exc)[:80]}); "
+                                  f"replace or remove it") from None
+        return self.transform(image), label
 
 
 class ArrayDataset(Dataset):

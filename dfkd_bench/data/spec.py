@@ -58,9 +58,10 @@ class DatasetSpec:
         root = data_root or os.environ.get(DATA_ENV) or None
         if self.needs_data_root and not root:
             raise UserError(f"dataset {self.name} needs its files: pass --data-root DIR or set ${DATA_ENV}")
-        if root and not Path(root).is_dir():
+        path = Path(root).expanduser() if root else None
+        if path is not None and not path.is_dir():
             raise UserError(f"data root {root} for {self.name} does not exist (expected a folder)")
-        return self.opener(self, Path(root).expanduser().resolve() if root else None)
+        return self.opener(self, path.resolve() if path else None)
 
     def with_classes(self, wnids: tuple[str, ...], class_names: tuple[str, ...]) -> "DatasetSpec":
         """The same dataset restricted to a class list (`--classes FILE`); it gets its own name, so

@@ -85,6 +85,7 @@ class EvalSplit:
             x = chunk.to(device, non_blocking=True)
             x = x.float().div_(255) if x.dtype == torch.uint8 else x
             yield x, self.labels[start:stop].to(device, non_blocking=True)
+            del chunk, x  # the next batch is read while nothing of this one is held
 
 
 def _header(shape: tuple[int, ...]) -> dict[str, Any]:

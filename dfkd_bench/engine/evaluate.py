@@ -39,5 +39,6 @@ def accuracy(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_siz
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(x)
         correct += (logits.argmax(1) == labels).sum()
+        del images, x, logits
     model.train(was_training)
     return 100.0 * correct.item() / max(1, len(split))
