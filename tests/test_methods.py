@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import dfkd_bench.plugins as plugins
+from dfkd_bench.engine.schedule import RoundInfo
 from dfkd_bench import Method, MethodContext, SyntheticBatch, UserError, register_method
 from dfkd_bench.config import MethodHparams, resolve_hparams
 from dfkd_bench.data import get_dataset
@@ -249,7 +250,7 @@ def test_fast_rejects_an_unknown_meta_mode(tiny_teacher: nn.Module) -> None:
         make_method("fast", make_ctx(tiny_teacher), meta="adam")
 
 
-def test_default_student_loss_is_kd_and_warmup_counts_rounds(tiny_teacher: nn.Module) -> None:
+def test_default_student_loss_is_kd_and_warmup_follows_the_round(tiny_teacher: nn.Module) -> None:
     @dataclass
     class Hp(MethodHparams):
         pass
@@ -259,9 +260,11 @@ def test_default_student_loss_is_kd_and_warmup_counts_rounds(tiny_teacher: nn.Mo
     terms = method.student_loss(torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), s, t)
     assert list(terms) == ["kd"] and torch.equal(terms["kd"], kd_loss(s, t, 3.0))
     assert method.in_warmup
+    method.begin_round(RoundInfo(index=2, epoch=2, images=4, warmup=False, kd_steps=1))
+    assert not method.in_warmup
     method.end_round()
     method.end_round()
-    assert not method.in_warmup and method.state_dict() == {"rounds_done": 2}
+    assert method.state_dict() == {"rounds_done": 2}
     # teacher_input resizes to the dataset's input size and normalises
     x = method.teacher_input(torch.full((2, 3, 16, 16), 0.305))
     assert x.shape == (2, 3, 32, 32) and x.abs().max() < 1e-5

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dfkd_bench.engine.schedule import RoundInfo
 from dfkd_bench.config import RunConfig, resolve_hparams
 from dfkd_bench.data import get_dataset
 from dfkd_bench.engine import DistillationRun, MethodContext, Normalize
@@ -187,9 +188,12 @@ def images_labels() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.rand(16, 3, 16, 16), torch.arange(10).repeat(2)[:16]
 
 
+AFTER_WARMUP = RoundInfo(index=3, epoch=3, images=16, warmup=False, kd_steps=1)
+
+
 def _muse_after_warmup(**overrides: Any) -> Muse:
     method = make_method(Muse, make_ctx((16,)), **overrides)
-    method.rounds_done = method.warmup_rounds + 1
+    method.begin_round(AFTER_WARMUP)
     return method
 
 
@@ -222,7 +226,7 @@ def test_muse_nayer_terms_equal_nayer(images_labels: tuple[torch.Tensor, torch.T
     images, labels = images_labels
     muse, _, _ = _terms(_muse_after_warmup(cam=0, aed=0, adv=1.0), images, labels)
     nayer = make_method(Nayer, make_ctx((16,)), adv=1.0)
-    nayer.rounds_done = nayer.warmup_rounds + 1
+    nayer.begin_round(AFTER_WARMUP)
     nayer.ctx.generator.manual_seed(7)
     reference = nayer._generator_terms(images, labels)
     assert set(muse) == set(reference)

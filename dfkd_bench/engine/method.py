@@ -14,6 +14,7 @@ from ..data.spec import DatasetSpec
 from .augment import Normalize
 from .bank import resize
 from .losses import kd_loss
+from .schedule import RoundInfo
 
 
 HookT = TypeVar("HookT")
@@ -78,7 +79,7 @@ class Method:
         self.ctx = ctx
         self.hp = hparams
         self.rounds_done = 0
-        self.warmup_rounds = hparams.warmup_rounds
+        self.round = RoundInfo(index=0, epoch=0, images=0, warmup=hparams.warmup_rounds > 0, kd_steps=0)
         self._hooks: list[Any] = []
 
     def track(self, hooks: HookT) -> HookT:
@@ -95,7 +96,11 @@ class Method:
     @property
     def in_warmup(self) -> bool:
         """True during the rounds that synthesise without KD (adversarial terms stay off)."""
-        return self.rounds_done < self.warmup_rounds
+        return self.round.warmup
+
+    def begin_round(self, info: RoundInfo) -> None:
+        """Called by the engine before each round's `synthesize`, with what the schedule decided."""
+        self.round = info
 
     @property
     def feed_size(self) -> int | None:

@@ -15,6 +15,7 @@ from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import accuracy
 from .method import Method, MethodContext
+from .schedule import RoundInfo
 from .timing import PhaseTimer
 
 
@@ -89,7 +90,6 @@ class DistillationRun:
         self.n_total = n_total
         self.rounds = max(1, math.ceil(n_total / hp.synth_batch))
         self.warmup = min(hp.warmup_rounds, self.rounds - 1)
-        method.warmup_rounds = self.warmup
         self.round_kd_steps = kd_schedule(hp.kd_steps, hp.synth_batch, n_total, self.rounds - self.warmup)
         self.total_kd_steps = sum(self.round_kd_steps) + hp.final_kd_steps
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
@@ -152,6 +152,9 @@ class DistillationRun:
         while self.state.next_round < self.rounds:
             r = self.state.next_round
             n = min(self.hp.synth_batch, self.n_total - len(self.bank))
+            warmup = r < self.warmup
+            kd = 0 if warmup else self.round_kd_steps[r - self.warmup]
+            self.method.begin_round(RoundInfo(index=r, epoch=r, images=n, warmup=warmup, kd_steps=kd))
             with self.timer.phase("synth"):
                 batch = self.method.synthesize(n)
             if not torch.isfinite(batch.images).all() or (batch.loss is not None and not math.isfinite(batch.loss)):
