@@ -189,13 +189,19 @@ def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None
 @click.option("--set", "sets", multiple=True, help="METHOD.PARAM=VALUE hyper-parameter override (repeatable).")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
 @click.option("--smoke", is_flag=True, help="A handful of steps per phase on a tiny budget: check a setup end to end.")
+@click.option("--protocol", default="equal", show_default=True, type=click.Choice(["equal", "paper"]),
+              help="equal: same student steps per image for every method; paper: each reference's own schedule.")
+@click.option("--amp", default="bf16", show_default=True, type=click.Choice(["bf16", "off"]),
+              help="Mixed precision on CUDA (off: fp32 everywhere, as the reference code runs).")
+@click.option("--dry-run", is_flag=True, help="Print each run's schedule (rounds, images, KD steps, resets); run nothing.")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student: str | None,
             pairs: tuple[str, ...], teacher_checkpoint: str | None, resolution: str | None,
             resolutions: str | None, seed: str, out_dir: str, device: str, data_root: str | None,
             classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
-            sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, force: bool, quiet: bool) -> None:
+            sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
+            dry_run: bool, force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from .runner import run
 
@@ -217,8 +223,14 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    resolutions=_split(resolutions, int, "--resolutions"), teacher=teacher, student=student,
                    pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
                    teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
-                   label_embeddings=label_embeddings, classes=classes, smoke=smoke, force=force,
-                   **printer.callbacks())
+                   label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol,
+                   amp=amp, dry_run=dry_run, force=force, **printer.callbacks())
+    if dry_run:
+        for res in rows:
+            console.print(f"{res.run_id}: {res.method_cls.name} {res.spec.name} ratio={res.config.ratio:g} "
+                          f"{res.resolution_label}px {res.teacher}->{res.student}", markup=False)
+            console.print(f"  {res.schedule.describe()}", markup=False)
+        return
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")
 

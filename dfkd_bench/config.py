@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
+from .schedule import ReferenceSchedule, Schedule, equal_schedule
 from .errors import UserError
 
 
@@ -28,11 +29,17 @@ class MethodHparams:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     temperature: float = 20.0      # KD temperature
-    warmup_rounds: int = 0         # rounds that synthesise without KD
+    warmup_rounds: int = 0         # rounds that synthesise without KD (equal protocol: the cap)
+    warmup_fraction: float = 1.0   # equal protocol: warm-up is at most this fraction of the rounds
+    kd_per_image: float = 0.0      # equal protocol: student steps per synthetic image (0: kd_steps / synth_batch)
     final_kd_steps: int = 0        # extra student steps on the final bank
     eval_every: int = 1            # rounds between test-set evaluations (for the curve only)
+    synth_aug: str = ""            # augmentation of new images in the generator loss ("": the dataset's)
+    kd_aug: str = ""               # augmentation of bank images for the student ("": the dataset's)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The reference code's schedule per preset name, for `--protocol paper`.
+    PAPER: ClassVar[dict[str, ReferenceSchedule]] = {}
     # Per-teacher settings the papers publish (e.g. Fast's adv 1.0 for VGG-11), keyed by teacher arch.
     TEACHER_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     # What `--smoke` shrinks a preset to: a handful of steps per phase (subclasses add their own loops).
@@ -43,13 +50,34 @@ class MethodHparams:
     def validate(self, method: str = "method") -> None:
         """Raise a UserError for out-of-range values, before any run starts; subclasses extend it."""
         positive = ("synth_batch", "kd_batch", "eval_every", "temperature", "lr")
-        non_negative = ("kd_steps", "warmup_rounds", "final_kd_steps", "weight_decay", "momentum")
+        non_negative = ("kd_steps", "warmup_rounds", "final_kd_steps", "weight_decay", "momentum", "kd_per_image",
+                        "warmup_fraction")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be > 0")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
+        from .engine.augment import Augment
+
+        for text in (self.synth_aug, self.kd_aug):
+            if text:
+                Augment(text, 32, True)  # a malformed augmentation is refused before the run
+
+    def generator_resets(self) -> tuple[int, bool]:
+        """(g_life in rounds, reset_l0 on) for the equal protocol; generator methods override it."""
+        return 0, False
+
+    def equal_schedule(self, n_total: int, reference: ReferenceSchedule | None = None) -> Schedule:
+        """The equal protocol's rounds for an image budget: the shared KD rate, a capped warm-up, and
+        reset_l0 (if on) at the reference's fraction of the run."""
+        g_life, reset_l0 = self.generator_resets()
+        fraction = None
+        if reset_l0 and reference is not None and reference.reset_l0_epoch and reference.reference_epochs:
+            fraction = reference.reset_l0_epoch / reference.reference_epochs
+        rate = self.kd_per_image or self.kd_steps / self.synth_batch
+        return equal_schedule(n_total, self.synth_batch, rate, self.warmup_rounds, self.warmup_fraction,
+                              self.final_kd_steps, g_life, fraction)
 
     @staticmethod
     def check_choice(method: str, name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -98,14 +126,27 @@ def smoke_overrides(cls: type[MethodHparams]) -> dict[str, Any]:
     return merged
 
 
+# The equal protocol's shared student recipe per dataset: every method distils with the same KD rate
+# (student steps per synthetic image), batch, learning rate, weight decay and temperature. (The digits
+# presets already share one.) Under `--protocol paper` each method keeps its reference's recipe.
+EQUAL_RECIPES: dict[str, dict[str, Any]] = {
+    "cifar10": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, weight_decay=1e-4, temperature=20.0),
+    "cifar100": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, weight_decay=1e-4, temperature=20.0),
+    "tinyimagenet": dict(kd_per_image=1.0, kd_batch=256, lr=0.1, weight_decay=1e-4, temperature=20.0),
+    "imagenet": dict(kd_per_image=1.0, kd_batch=128, lr=0.1, weight_decay=1e-4, temperature=5.0),
+}
+
+
 def resolve_hparams(cls: type[H], dataset: str | tuple[str, ...], overrides: dict[str, Any] | None = None,
-                    method: str = "method", teacher: str | None = None, smoke: bool = False) -> H:
+                    method: str = "method", teacher: str | None = None, smoke: bool = False,
+                    protocol: str = "equal") -> H:
     """Defaults, then the first preset found among the dataset's preset names (an ImageNet subset
-    falls back to ImageNet's), the teacher's published settings, the smoke shrink, then the user's
-    overrides (strings are cast)."""
+    falls back to ImageNet's), the teacher's published settings, the equal protocol's shared student
+    recipe, the smoke shrink, then the user's overrides (strings are cast)."""
     names = (dataset,) if isinstance(dataset, str) else dataset
     preset = next((cls.PRESETS[n] for n in names if n in cls.PRESETS), {})
-    hp = cls(**{**preset, **cls.TEACHER_PRESETS.get(teacher or "", {}),
+    recipe = next((EQUAL_RECIPES[n] for n in names if n in EQUAL_RECIPES), {}) if protocol == "equal" else {}
+    hp = cls(**{**preset, **cls.TEACHER_PRESETS.get(teacher or "", {}), **recipe,
                 **({k: v for k, v in smoke_overrides(cls).items() if k in {f.name for f in fields(cls)}}
                    if smoke else {})})
     known = {f.name: f for f in fields(cls)}
@@ -154,6 +195,8 @@ class RunConfig:
     classes: str | None = None          # file of ImageNet wnids: run on that class subset
     teacher_weights: str | None = None  # torchvision weight set, e.g. IMAGENET1K_V1
     smoke: bool = False                 # a handful of steps per phase: checks a setup end to end
+    protocol: str = "equal"             # budget protocol: equal (the suite's) or paper (the reference's)
+    amp: str = "bf16"                   # mixed precision on CUDA: bf16 autocast, or off (fp32 like the references)
     overrides: dict[str, str] = field(default_factory=dict)
 
 

@@ -15,7 +15,8 @@ import torch
 
 from . import __version__
 from .config import MethodHparams, RunConfig, hparams_dict, parse_set_options, resolve_hparams, stable_hash
-from .data import DataSource, DatasetSpec, get_dataset
+from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
+from .schedule import PROTOCOLS, ReferenceSchedule, Schedule, paper_schedule
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
 from .engine.checkpoint import save_atomic
@@ -29,6 +30,7 @@ from .plugins import METHODS
 from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
 
 FINISHED = ("ok", "diverged")
+AMP_MODES = ("bf16", "off")
 
 
 @dataclass
@@ -44,7 +46,8 @@ class ResolvedRun:
     resolutions: tuple[int, ...]
     device: torch.device
     n_synthetic: int
-    source: DataSource
+    source: DataSource | None
+    schedule: Schedule
 
     @property
     def resolution_label(self) -> str:
@@ -58,7 +61,9 @@ class ResolvedRun:
                 "resolutions": list(self.resolutions), "seed": c.seed, "device": self.device.type,
                 "label_embeddings": c.label_embeddings, "hparams": hparams_dict(self.hparams),
                 **({"teacher_weights": c.teacher_weights} if c.teacher_weights else {}),
-                **({"smoke": True} if c.smoke else {})}
+                **({"smoke": True} if c.smoke else {}),
+                **({"protocol": c.protocol} if c.protocol != "equal" else {}),
+                **({"amp": c.amp} if c.amp != "bf16" else {})}
 
     @property
     def run_id(self) -> str:
@@ -123,8 +128,32 @@ def check_bank_fits(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...
                         f"GiB; lower --ratio or the generation --resolution")
 
 
-def resolve(config: RunConfig, sources: Sources | None = None) -> ResolvedRun:
-    """Fill defaults and validate (data root included); every bad input becomes a one-line UserError."""
+def reference_schedule(method_cls: type[Method], spec: DatasetSpec) -> ReferenceSchedule | None:
+    """The method's reference schedule for the dataset's first preset name that has one."""
+    return next((method_cls.Hparams.PAPER[n] for n in spec.preset_names if n in method_cls.Hparams.PAPER), None)
+
+
+def build_schedule(config: RunConfig, method_cls: type[Method], spec: DatasetSpec, hparams: MethodHparams,
+                   train_size: int) -> Schedule:
+    """The run's rounds under its protocol; `paper` needs the method's reference schedule for the dataset."""
+    if config.protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {config.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
+    n_total = max(1, round(config.ratio * train_size))
+    if config.smoke:  # a tiny fixed budget, whatever the ratio: warm-up plus a couple of KD rounds
+        n_total = hparams.synth_batch * hparams.SMOKE_ROUNDS
+    reference = reference_schedule(method_cls, spec)
+    if config.protocol == "paper" and not config.smoke:
+        if reference is None:
+            have = sorted(method_cls.Hparams.PAPER) or ["none"]
+            raise UserError(f"--protocol paper: {method_cls.name} has no reference schedule for {spec.name}; "
+                            f"it has one for: {', '.join(have)}")
+        return paper_schedule(n_total, hparams.synth_batch, reference)
+    return hparams.equal_schedule(n_total, reference)
+
+
+def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool = True) -> ResolvedRun:
+    """Fill defaults and validate (data root included); every bad input becomes a one-line UserError.
+    With need_data=False (a dry run) a dataset without a data root is sized by its standard split."""
     spec = dataset_spec(config.dataset, config.classes)
     method_cls = METHODS.get(config.method)
     if not (isinstance(config.ratio, (int, float)) and math.isfinite(config.ratio) and config.ratio > 0):
@@ -153,18 +182,20 @@ def resolve(config: RunConfig, sources: Sources | None = None) -> ResolvedRun:
             check(r)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {config.teacher_checkpoint} does not exist")
+    if config.amp not in AMP_MODES:
+        raise UserError(f"unknown --amp {config.amp!r}; choose from: {', '.join(AMP_MODES)}")
     if config.teacher_checkpoint and config.teacher_weights:
         raise UserError("pass either --teacher-checkpoint FILE or --teacher-weights NAME, not both")
     hparams = resolve_hparams(method_cls.Hparams, spec.preset_names, config.overrides, method_cls.name,
-                              teacher=teacher, smoke=config.smoke)
+                              teacher=teacher, smoke=config.smoke, protocol=config.protocol)
     device = pick_device(config.device)
-    source = open_source(spec, config.data_root, sources)
-    n_synthetic = max(1, round(config.ratio * source.train_size))
-    if config.smoke:  # a tiny fixed budget, whatever the ratio: warm-up plus a couple of KD rounds
-        n_synthetic = hparams.synth_batch * hparams.SMOKE_ROUNDS
+    has_root = bool(config.data_root or os.environ.get(DATA_ENV)) or not spec.needs_data_root
+    source = open_source(spec, config.data_root, sources) if need_data or has_root else None
+    schedule = build_schedule(config, method_cls, spec, hparams, source.train_size if source else spec.train_size)
+    n_synthetic = schedule.images
     check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
     return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
-                       source)
+                       source, schedule)
 
 
 RoundHook = Callable[[ResolvedRun, int, int, Any], None]
@@ -199,11 +230,11 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
         teacher = teacher.to(memory_format=torch.channels_last)
     ctx = MethodContext(teacher=teacher, student=student, spec=spec, device=device, generator=generator,
                         resolutions=resolved.resolutions, normalize=Normalize(spec.mean, spec.std).to(device),
-                        amp_dtype=torch.bfloat16 if cuda else None, channels_last=cuda,
+                        amp_dtype=torch.bfloat16 if cuda and cfg.amp == "bf16" else None, channels_last=cuda,
                         label_embeddings_loader=_label_embedding_loader(resolved))
     method = resolved.method_cls(ctx, resolved.hparams)
     hook = (lambda r, n, state: on_round(resolved, r, n, state)) if on_round else None
-    run = DistillationRun(method, ctx, test_split, resolved.n_synthetic,
+    run = DistillationRun(method, ctx, test_split, resolved.schedule,
                           checkpoint_path=run_dir / "checkpoint.pt", on_round=hook)
     try:
         run.try_resume()
@@ -218,7 +249,8 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "teacher": resolved.teacher, "student": resolved.student, "ratio": c.ratio,
             "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
-            "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else ""}
+            "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
+            "protocol": c.protocol}
 
 
 def _device_name(device: torch.device) -> str:
@@ -358,11 +390,13 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (), out: str | Path = "results",
         device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
         teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
-        smoke: bool = False, force: bool = False, **callbacks: Any) -> list[dict[str, Any]]:
+        smoke: bool = False, protocol: str = "equal", amp: str = "bf16", dry_run: bool = False, force: bool = False,
+        **callbacks: Any) -> list[Any]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
     Lists sweep (ratios, seeds, resolutions, pairs); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
-    are passed to `run_many` (on_round, on_start, on_done, log).
+    are passed to `run_many` (on_round, on_start, on_done, log). With `dry_run` nothing runs: the
+    resolved runs come back (each with its `schedule`), no teacher, data or device work needed.
     """
     names = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     if not names:
@@ -372,10 +406,12 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
     base = RunConfig(method=names[0], dataset=dataset, teacher=teacher, student=student,
                      resolutions=tuple(resolutions) if resolutions else None, device=device, data_root=data_root,
                      teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
-                     label_embeddings=label_embeddings, classes=classes, smoke=smoke)
+                     label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol, amp=amp)
     configs = expand(names, base, ratios=_as_list(ratio), resolutions=_as_list(resolution) or [None],
                      seeds=_as_list(seed), pairs=list(pairs) or [(None, None)],
                      overrides=parse_set_options(list(sets), names))
+    if dry_run:
+        return [resolve(c, need_data=False) for c in configs]
     return run_many(configs, out, force=force, **callbacks)
 
 

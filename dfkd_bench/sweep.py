@@ -16,7 +16,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "seeds", "pairs", "set", "device",
-        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke"}
+        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke", "protocol", "amp"}
 
 
 def load_sweep(path: str | Path) -> list[RunConfig]:
@@ -41,7 +41,8 @@ def load_sweep(path: str | Path) -> list[RunConfig]:
     base = RunConfig(method=methods[0], dataset=spec.get("dataset", "digits"), device=spec.get("device", "auto"),
                      data_root=spec.get("data_root"), label_embeddings=spec.get("label_embeddings"),
                      classes=spec.get("classes"), teacher_weights=spec.get("teacher_weights"),
-                     smoke=bool(spec.get("smoke", False)))
+                     smoke=bool(spec.get("smoke", False)), protocol=spec.get("protocol", "equal"),
+                     amp=spec.get("amp", "bf16"))
     pairs = [tuple(p) for p in spec.get("pairs", [])] or [(None, None)]
     grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides)
     configs = expand(methods, base, resolutions=spec.get("resolutions", [None]), **grid)

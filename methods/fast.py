@@ -10,10 +10,10 @@ import torch
 
 from dfkd_bench.config import MethodHparams
 from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, SyntheticBatch, random_labels
-from dfkd_bench.engine import student_augment
-from dfkd_bench.engine.generators import LatentGenerator
+from dfkd_bench.engine.generators import GENERATOR_KINDS, LatentGenerator, SpatialLatentGenerator, generator_kind
 from dfkd_bench.engine.synthesis import BestIterate, student_adversarial, teacher_terms
 from dfkd_bench.errors import UserError
+from dfkd_bench.schedule import ReferenceSchedule
 from dfkd_bench.plugins import register_method
 
 
@@ -23,7 +23,29 @@ class FastHparams(MethodHparams):
 
     Each round clones the meta-generator, takes `g_steps` Adam steps on the clone and a fresh latent
     z, and updates the meta-generator once: `meta=maml` sums the clone's per-step gradients
-    (first-order MAML), `meta=reptile` uses theta - theta'. Its Adam runs at lr_g * g_steps.
+    (first-order MAML), `meta=reptile` uses theta - theta'. Its Adam (betas 0.5/0.999) runs at
+    `lr_g_meta`, 0 meaning lr_g * g_steps (the CIFAR reference).
+
+    Switches (CIFAR reference / ImageNet reference, Fast-Datafree `fast_meta.py` /
+    `fast_meta_imagenet.py` with `datafree_kd_imagenet.py`):
+    - `generator`: "cifar" (z of nz -> Linear -> (2*ngf, r/4, r/4) -> two upsamplings), "deep" (a
+      spatial latent (nz, r/16, r/16) -> five conv stages, four upsamplings: 14x14 -> 224 px; r must
+      be a multiple of 16), "auto" (deep at >= 112 px). The ImageNet preset: deep.
+    - `persistent_z`: off, a fresh N(0,1) latent every round; on, ONE latent of synth_batch rows is
+      meta-learned with the generator (each round starts its inner steps from a copy of it, and the
+      meta step moves it at `lr_z_meta`, by the same maml/reptile rule); it is saved for resume.
+      `z_life` > 0 re-draws it, and rebuilds the meta-optimiser (as the reference's `reinit`, which
+      also drops the generator's Adam moments), at rounds z_life, 2*z_life, ... (by the round's index;
+      the reference counts from 1, so its re-draws come one round earlier). ImageNet preset: on, 50.
+    - `keep_best`: bank the lowest-loss iterate of the round (CIFAR) or the last one (off: ImageNet;
+      the batch's reported loss is then the last iterate's).
+    - `adv_in_warmup`: apply the adversarial term from round 0 instead of only after warm-up (the
+      ImageNet reference has no warm-up gate). ImageNet preset: on.
+    - `reset_l0`: when on and the schedule flags a round (`RoundInfo.reset_l0`; the CIFAR script's
+      epoch 120 + warm-up), the meta-generator's first layer weight (the Linear; on the deep
+      generator, which has none, its first conv) and first BatchNorm weight are re-drawn from
+      N(0, 0.02), biases zeroed, before the round; the meta-optimiser's state is kept, as in the
+      reference. Presets: on for CIFAR-10/100 (the scripts' reset_l0 1), off elsewhere.
     """
 
     nz: int = 256
@@ -38,27 +60,50 @@ class FastHparams(MethodHparams):
     meta: str = "maml"
     synth_augment: bool = True
     keep_best: bool = True
+    generator: str = "auto"
+    persistent_z: bool = False
+    z_life: int = 0
+    lr_g_meta: float = 0.0
+    lr_z_meta: float = 5e-3
+    adv_in_warmup: bool = False
+    reset_l0: bool = False
+
+    def generator_resets(self) -> tuple[int, bool]:
+        """Equal protocol: no generator re-initialisation; reset_l0 (when on) at the reference's point."""
+        return 0, self.reset_l0
 
     def validate(self, method: str = "fast") -> None:
         super().validate(method)
         self.check_choice(method, "meta", self.meta, ("maml", "reptile"))
+        self.check_choice(method, "generator", self.generator, GENERATOR_KINDS)
         if self.g_steps < 1:
             raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
+        for name in ("z_life", "lr_g_meta", "lr_z_meta"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2)
     # Fast's scripts: adv 1.33 / oh 0.5 for ResNet-34 (the presets), 1.0 for VGG-11, 1.1 and oh 0.4 for WRN.
     TEACHER_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "vgg11": dict(adv=1.0), "wrn40_2": dict(adv=1.1, oh=0.4)}
+    # zju-vipa/Fast-Datafree scripts/fast_cifar.sh: --warmup 20 --epochs 220 --kd_steps 400 --ep_steps 400
+    # (one round an epoch), --reset_l0 1 (fast_meta.py re-draws at epoch 120 + warmup).
+    PAPER: ClassVar[dict[str, ReferenceSchedule]] = {
+        name: ReferenceSchedule(warmup_epochs=20, kd_steps_per_epoch=400, reset_l0_epoch=140, reference_epochs=220,
+                                source="zju-vipa/Fast-Datafree scripts/fast_cifar.sh") for name in ("cifar10", "cifar100")}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, nz=64, g_steps=10, lr_g=4e-3, lr_z=0.02, synth_batch=64, warmup_rounds=2,
                        kd_steps=40, kd_batch=128, lr=0.1, temperature=4.0, adv=1.0, final_kd_steps=200),
-        "cifar10": dict(g_steps=5, lr_g=3e-3, lr_z=0.01, synth_batch=256, kd_steps=400, kd_batch=256, lr=0.2,
-                        weight_decay=1e-4, temperature=20.0, warmup_rounds=20, adv=1.33, oh=0.5),
-        "cifar100": dict(g_steps=10, lr_g=2e-3, lr_z=0.01, synth_batch=256, kd_steps=400, kd_batch=256, lr=0.2,
-                         weight_decay=1e-4, temperature=20.0, warmup_rounds=20, adv=1.33, oh=0.5),
+        "cifar10": dict(g_steps=5, warmup_fraction=0.09, lr_g=3e-3, lr_z=0.01, synth_batch=256, kd_steps=400, kd_batch=256, lr=0.2,
+                        weight_decay=1e-4, temperature=20.0, warmup_rounds=20, adv=1.33, oh=0.5, reset_l0=True),
+        "cifar100": dict(g_steps=10, warmup_fraction=0.09, lr_g=2e-3, lr_z=0.01, synth_batch=256, kd_steps=400, kd_batch=256, lr=0.2,
+                         weight_decay=1e-4, temperature=20.0, warmup_rounds=20, adv=1.33, oh=0.5, reset_l0=True),
+        # ImageNet: datafree_kd_imagenet.py with the settings of the repository's ResNet-50 -> ResNet-18
+        # log (lr_g_meta 1e-4, lr_z_meta 5e-3, reinit 50, is_maml 0, start_kd 0).
         "imagenet": dict(g_steps=50, lr_g=2e-4, lr_z=0.01, bn=0.1, oh=0.1, adv=1.0, synth_batch=100,
                          kd_steps=400, kd_batch=128, lr=0.1, weight_decay=1e-4, temperature=5.0,
-                         warmup_rounds=20, meta="reptile"),
+                         warmup_rounds=20, meta="reptile", generator="deep", persistent_z=True, z_life=50,
+                         lr_g_meta=1e-4, lr_z_meta=5e-3, keep_best=False, adv_in_warmup=True),
     }
 
 
@@ -71,59 +116,116 @@ class Fast(Method):
 
     def __init__(self, ctx: MethodContext, hparams: FastHparams) -> None:
         super().__init__(ctx, hparams)
-        self.generator = LatentGenerator(hparams.nz, hparams.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
-        self.meta_optimizer = torch.optim.Adam(self.generator.parameters(), lr=hparams.lr_g * hparams.g_steps,
-                                               betas=(0.5, 0.999))
+        self.generator = self._new_generator()
+        self.z = self._new_latent(hparams.synth_batch) if hparams.persistent_z else None
+        self.meta_optimizer = self._new_meta_optimizer()
         self.bn_loss = self.track(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
+
+    def _new_generator(self) -> LatentGenerator | SpatialLatentGenerator:
+        """The meta-generator the `generator` switch picks for the generation resolution."""
+        hp, ctx = self.hp, self.ctx
+        kind = generator_kind(hp.generator, ctx.resolution)
+        if kind == "deep":
+            if ctx.resolution % 16:
+                raise UserError(f"fast.generator=deep: --resolution {ctx.resolution} must be a multiple of 16")
+            return SpatialLatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
+        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
+
+    def _new_latent(self, n: int) -> torch.Tensor:
+        """n latents from N(0, 1), drawn with the run's RNG, as a leaf tensor that requires grad."""
+        g = self.ctx.generator
+        z = torch.randn(n, *self.generator.latent_shape, generator=g, device=g.device).to(self.ctx.device)
+        return z.requires_grad_(True)
+
+    def _new_meta_optimizer(self) -> torch.optim.Adam:
+        """Adam over the meta-generator (lr_g_meta, 0: lr_g * g_steps) and the persistent latent (lr_z_meta)."""
+        hp = self.hp
+        groups: list[dict[str, Any]] = [{"params": list(self.generator.parameters())}]
+        if self.z is not None:
+            groups.append({"params": [self.z], "lr": hp.lr_z_meta})
+        return torch.optim.Adam(groups, lr=hp.lr_g_meta or hp.lr_g * hp.g_steps, betas=(0.5, 0.999))
+
+    def _start_round(self) -> None:
+        """What the round's info asks for before synthesis: reset_l0, and the persistent latent's re-draw."""
+        hp, info = self.hp, self.round
+        if hp.reset_l0 and info.reset_l0:
+            self.generator.reset_first_layers(self.ctx.generator)
+        if self.z is not None and hp.z_life > 0 and info.index > 0 and info.index % hp.z_life == 0:
+            self.z = self._new_latent(hp.synth_batch)
+            self.meta_optimizer = self._new_meta_optimizer()
+
+    def _round_latent(self, n: int) -> torch.Tensor:
+        """The round's starting latent: a copy of the persistent one's first n rows, or a fresh draw."""
+        if self.z is None:
+            return self._new_latent(n)
+        if n > self.z.shape[0]:
+            raise ValueError(f"fast: a round of {n} images exceeds the persistent latent's {self.z.shape[0]} rows")
+        return self.z[:n].detach().clone().requires_grad_(True)
 
     def _generator_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         hp, ctx = self.hp, self.ctx
         if hp.synth_augment:
-            images = student_augment(images, ctx.spec.hflip, ctx.generator)
+            images = self.synthesis_view(images)
         x = self.teacher_input(images)
         t_logits, bn, ce = teacher_terms(ctx, self.bn_loss, x, labels)
         loss = hp.oh * ce + hp.bn * bn
-        if hp.adv > 0 and not self.in_warmup:
+        if hp.adv > 0 and (hp.adv_in_warmup or not self.in_warmup):
             loss = loss + hp.adv * student_adversarial(ctx, x, t_logits)
         return loss
 
     def synthesize(self, n: int) -> SyntheticBatch:
         hp, ctx = self.hp, self.ctx
+        self._start_round()
         labels = random_labels(n, ctx.spec.num_classes, ctx.generator, ctx.device)
-        z = torch.randn(n, hp.nz, generator=ctx.generator, device=ctx.generator.device).to(ctx.device)
-        z.requires_grad_(True)
+        z = self._round_latent(n)
         fast_gen = copy.deepcopy(self.generator).train()
         opt = torch.optim.Adam([{"params": fast_gen.parameters()}, {"params": [z], "lr": hp.lr_z}],
                                lr=hp.lr_g, betas=(0.5, 0.999))
         self.meta_optimizer.zero_grad(set_to_none=False)
         for p in self.generator.parameters():
             p.grad = torch.zeros_like(p)
+        if self.z is not None:
+            self.z.grad = torch.zeros_like(self.z)
         best = BestIterate()
         for _ in range(hp.g_steps):
             images = fast_gen(z)
             loss = self._generator_loss(images, labels)
-            best.update(loss, images)
+            if hp.keep_best:
+                best.update(loss, images)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if hp.meta == "maml":
                 for p, fp in zip(self.generator.parameters(), fast_gen.parameters()):
                     if fp.grad is not None:
                         p.grad.add_(fp.grad)
+                if self.z is not None:
+                    self.z.grad[:n].add_(z.grad)
             opt.step()
         if hp.meta == "reptile":
             for p, fp in zip(self.generator.parameters(), fast_gen.parameters()):
                 p.grad.copy_(p.detach() - fp.detach())
+            if self.z is not None:
+                self.z.grad[:n].copy_(self.z.detach()[:n] - z.detach())
         self.meta_optimizer.step()
         self.bn_loss.update_momentum()
-        kept = best.images if hp.keep_best else images.detach()
-        return SyntheticBatch(kept, labels, best.loss)
+        if hp.keep_best:
+            return SyntheticBatch(best.images, labels, best.loss)
+        return SyntheticBatch(images.detach(), labels, float(loss.detach()))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "generator": self.generator.state_dict(),
-                "meta_optimizer": self.meta_optimizer.state_dict(), "bn_loss": self.bn_loss.state_dict()}
+        state = {**super().state_dict(), "generator": self.generator.state_dict(),
+                 "meta_optimizer": self.meta_optimizer.state_dict(), "bn_loss": self.bn_loss.state_dict()}
+        if self.z is not None:
+            state["z"] = self.z.detach().clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.generator.load_state_dict(state["generator"])
+        if self.z is not None:
+            if "z" not in state:
+                raise ValueError("fast: this checkpoint has no persistent latent (it was saved with persistent_z off)")
+            with torch.no_grad():  # in place: the meta-optimiser holds this tensor
+                self.z.copy_(state["z"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
         self.bn_loss.load_state_dict(state["bn_loss"])

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from dfkd_bench.config import MethodHparams
 from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, SyntheticBatch, balanced_labels
-from dfkd_bench.engine import student_augment
-from dfkd_bench.engine.generators import ConvStack
+from dfkd_bench.engine.generators import GENERATOR_KINDS, ConvStack, DeepDecoder
+from dfkd_bench.engine.generators import generator_kind as resolve_generator_kind
 from dfkd_bench.engine.synthesis import BestIterate, student_adversarial, teacher_terms
 from dfkd_bench.errors import UserError
+from dfkd_bench.schedule import ReferenceSchedule
 from dfkd_bench.plugins import register_method
 
 
@@ -27,8 +28,15 @@ class NayerHparams(MethodHparams):
     (lr_g, betas 0.5/0.999) over generator + noisy layers, takes `g_steps` steps and keeps the
     lowest-loss batch (`keep_best`). `noisy_chunk` samples share one noisy layer (0: the number of
     classes C, the reference; with balanced labels each layer then sees every class once).
-    `g_life` > 0 re-initialises the whole generator at the start of every g_life-th round
-    (rounds g_life, 2*g_life, ...); 0 never does.
+    The whole generator is re-initialised before a round whose `RoundInfo.reset_generator` is set;
+    the run's schedule decides which rounds from `g_life` (> 0: every g_life rounds under the equal
+    protocol, the reference's epoch rule under the paper protocol; 0: never).
+
+    `generator`: "cifar" (the reference's `NLGenerator`: head Linear(noise_dim -> 2*ngf*(r/4)^2),
+    BN, two upsamplings), "deep" (its ImageNet `NLDeepGenerator`: head Linear(noise_dim ->
+    2*ngf*(r/16)^2), no BN after it, five conv/BN/LeakyReLU stages with four upsamplings, so 224 px
+    starts at 14x14; resolutions must be multiples of 16), "auto" (deep when the largest generation
+    resolution is >= 112 px). The ImageNet preset: deep.
 
     Epochs -> rounds: the reference runs 10 synthesis rounds an epoch during its 20 warm-up
     epochs and 2 an epoch afterwards (CIFAR; Tiny-ImageNet 20 and 4), each post-warm-up round
@@ -56,52 +64,72 @@ class NayerHparams(MethodHparams):
     bn_momentum: float = 0.9
     synth_augment: bool = True
     keep_best: bool = True
+    generator: str = "auto"
+
+    def generator_resets(self) -> tuple[int, bool]:
+        """Equal protocol: the generator is re-initialised every g_life rounds."""
+        return self.g_life, False
 
     def validate(self, method: str = "nayer") -> None:
         super().validate(method)
+        self.check_choice(method, "generator", self.generator, GENERATOR_KINDS)
         if self.g_steps < 1:
             raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2)
+    # tmtuan1307/NAYER run/nayer_200.sh (CIFAR: --warmup 20 --gwp_loops 10 --g_loops 2 --g_life 10, kd_steps
+    # 400; Tiny-ImageNet: --gwp_loops 20 --g_loops 4 --kd_steps 1000) with datafree_kd.py's loop.
+    PAPER: ClassVar[dict[str, ReferenceSchedule]] = {
+        **{name: ReferenceSchedule(warmup_epochs=20, warmup_rounds_per_epoch=10, rounds_per_epoch=2,
+                                   kd_steps_per_epoch=400, g_life_epochs=10, reference_epochs=220,
+                                   source="tmtuan1307/NAYER run/nayer_200.sh") for name in ("cifar10", "cifar100")},
+        "tinyimagenet": ReferenceSchedule(warmup_epochs=20, warmup_rounds_per_epoch=20, rounds_per_epoch=4,
+                                          kd_steps_per_epoch=1000, g_life_epochs=10, reference_epochs=220,
+                                          source="tmtuan1307/NAYER run/nayer_200.sh"),
+    }
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, noise_dim=1000, g_steps=10, lr_g=4e-3, g_life=0, synth_batch=64,
                        warmup_rounds=2, kd_steps=40, kd_batch=128, lr=0.1, temperature=4.0, adv=1.0,
                        final_kd_steps=200),
-        "cifar10": dict(g_steps=30, synth_batch=400, kd_batch=512, kd_steps=400, lr=0.2, weight_decay=1e-4,
+        "cifar10": dict(g_steps=30, warmup_fraction=0.33, synth_batch=400, kd_batch=512, kd_steps=400, lr=0.2, weight_decay=1e-4,
                         temperature=20.0, warmup_rounds=200, g_life=20),
-        "cifar100": dict(g_steps=40, synth_batch=400, kd_batch=512, kd_steps=400, lr=0.2, weight_decay=1e-4,
+        "cifar100": dict(g_steps=40, warmup_fraction=0.33, synth_batch=400, kd_batch=512, kd_steps=400, lr=0.2, weight_decay=1e-4,
                          temperature=20.0, warmup_rounds=200, g_life=20),
-        "tinyimagenet": dict(g_steps=60, synth_batch=200, kd_batch=256, kd_steps=1000, lr=0.1, weight_decay=1e-4,
+        "tinyimagenet": dict(g_steps=60, warmup_fraction=0.33, synth_batch=200, kd_batch=256, kd_steps=1000, lr=0.1, weight_decay=1e-4,
                              temperature=20.0, warmup_rounds=400, g_life=40),
         "imagenet": dict(g_steps=50, synth_batch=100, kd_batch=128, kd_steps=400, lr=0.1, weight_decay=1e-4,
-                         temperature=5.0, warmup_rounds=20, g_life=20, bn=0.1, oh=0.1, adv=1.0),
+                         temperature=5.0, warmup_rounds=20, g_life=20, bn=0.1, oh=0.1, adv=1.0, generator="deep"),
     }
 
 
 class NoisyLabelGenerator(nn.Module):
-    """f_y -> BatchNorm1d -> noisy Linear(D -> noise_dim) -> Linear head of resolution r -> ConvStack.
+    """f_y -> BatchNorm1d -> noisy Linear(D -> noise_dim) -> Linear head of resolution r -> decoder.
 
     Sample i passes through noisy layer i // chunk (one layer per chunk of samples), so equal labels
     in different chunks give different images. The noisy layers live one round: `reset_noise`
     re-draws them as fresh tensors that the round's optimiser trains; they are non-persistent
     buffers, so checkpoints do not carry them (a resumed round re-draws them from the restored RNG).
-    The ConvStack is fully convolutional and shared; each resolution r has its own head
-    Linear(noise_dim -> 2*ngf*(r/4)^2), so generating at r costs work proportional to r^2.
+    The decoder is fully convolutional and shared by every resolution; each resolution r has its own
+    head Linear(noise_dim -> 2*ngf*(r/u)^2), u the decoder's upscale (`deep=False`: ConvStack, u = 4;
+    `deep=True`: DeepDecoder, u = 16), so generating at r costs work proportional to r^2 in every
+    layer after the noisy one. A deep generator for {112, 224} starts a 112 round at 7x7 and a 224
+    round at 14x14, both through all four upsamplings of the one decoder.
     """
 
     def __init__(self, embed_dim: int, noise_dim: int, ngf: int, resolutions: Sequence[int], out_chans: int,
-                 chunk: int, max_batch: int) -> None:
+                 chunk: int, max_batch: int, deep: bool = False) -> None:
         super().__init__()
-        bad = [r for r in resolutions if r % 4 or r < 4]
+        up = DeepDecoder.upscale if deep else ConvStack.upscale
+        bad = [r for r in resolutions if r % up or r < up]
         if bad:
-            raise ValueError(f"generator resolutions must be positive multiples of 4, got {bad}")
-        self.ngf, self.chunk = ngf, chunk
+            raise ValueError(f"generator resolutions must be positive multiples of {up}, got {bad}")
+        self.ngf, self.chunk, self.upscale = ngf, chunk, up
         self.norm = nn.BatchNorm1d(embed_dim)
         layers = math.ceil(max_batch / chunk)
         self.register_buffer("noise_weight", torch.zeros(layers, noise_dim, embed_dim), persistent=False)
         self.register_buffer("noise_bias", torch.zeros(layers, noise_dim), persistent=False)
-        self.heads = nn.ModuleDict({str(r): nn.Linear(noise_dim, 2 * ngf * (r // 4) ** 2) for r in resolutions})
-        self.decode = ConvStack(ngf, out_chans)
+        self.heads = nn.ModuleDict({str(r): nn.Linear(noise_dim, 2 * ngf * (r // up) ** 2) for r in resolutions})
+        self.decode = DeepDecoder(2 * ngf, ngf, out_chans) if deep else ConvStack(ngf, out_chans)
 
     @property
     def max_batch(self) -> int:
@@ -128,7 +156,7 @@ class NoisyLabelGenerator(nn.Module):
     def forward(self, embeddings: torch.Tensor, resolution: int) -> torch.Tensor:
         """Images in [0,1] of size `resolution` for a batch of label embeddings (N, D)."""
         hidden = self.heads[str(resolution)](self.noisy(self.norm(embeddings)))
-        side = resolution // 4
+        side = resolution // self.upscale
         return self.decode(hidden.view(-1, 2 * self.ngf, side, side))
 
 
@@ -156,19 +184,29 @@ class Nayer(Method):
         """Samples that share one noisy layer."""
         return self.hp.noisy_chunk if self.hp.noisy_chunk > 0 else self.ctx.spec.num_classes
 
+    @property
+    def generator_kind(self) -> str:
+        """The `generator` switch resolved ("cifar" or "deep") at the largest generation resolution."""
+        return resolve_generator_kind(self.hp.generator, max(self.ctx.resolutions))
+
     def _new_generator(self) -> NoisyLabelGenerator:
         """A freshly initialised generator with one head per generation resolution."""
         hp, ctx = self.hp, self.ctx
+        deep = self.generator_kind == "deep"
+        bad = [r for r in ctx.resolutions if r % 16] if deep else []
+        if bad:
+            raise UserError(f"{self.name}.generator=deep: generation resolutions must be multiples of 16, "
+                            f"got {', '.join(map(str, bad))}")
         return NoisyLabelGenerator(self.embeddings.shape[1], hp.noise_dim, hp.ngf, ctx.resolutions,
-                                   ctx.spec.in_chans, self.chunk, max(hp.synth_batch, 2)).to(ctx.device)
+                                   ctx.spec.in_chans, self.chunk, max(hp.synth_batch, 2), deep=deep).to(ctx.device)
 
     def _round_resolution(self) -> int:
         """The resolution this round generates at (NAYER: the one resolution)."""
         return self.ctx.resolution
 
     def _start_round(self) -> None:
-        """Re-initialise the generator every g_life rounds, and re-draw the noisy layers every round."""
-        if self.hp.g_life > 0 and self.rounds_done > 0 and self.rounds_done % self.hp.g_life == 0:
+        """Re-initialise the generator when the round asks for it, and re-draw the noisy layers every round."""
+        if self.round.reset_generator:
             self.generator = self._new_generator()
         self.generator.reset_noise(self.ctx.generator)
 
@@ -176,7 +214,7 @@ class Nayer(Method):
         """The (optionally augmented) view of new images that the losses see."""
         if not self.hp.synth_augment:
             return images
-        return student_augment(images, self.ctx.spec.hflip, self.ctx.generator)
+        return self.synthesis_view(images)
 
     def _generator_terms(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted terms of the generator loss on one batch of new images, by name."""

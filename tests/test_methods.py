@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import dfkd_bench.plugins as plugins
-from dfkd_bench.engine.schedule import RoundInfo
+from dfkd_bench.schedule import RoundInfo
 from dfkd_bench import Method, MethodContext, SyntheticBatch, UserError, register_method
 from dfkd_bench.config import MethodHparams, resolve_hparams
 from dfkd_bench.data import get_dataset

@@ -11,40 +11,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.engine.schedule import RoundInfo
-from dfkd_bench.config import RunConfig, resolve_hparams
+from dfkd_bench.config import RunConfig
 from dfkd_bench.data import get_dataset
-from dfkd_bench.engine import DistillationRun, MethodContext, Normalize
+from dfkd_bench.engine import DistillationRun
 from dfkd_bench.errors import UserError
-from dfkd_bench.label_embeddings import load_label_embeddings
 from dfkd_bench.methods.muse import Muse, class_activation_map
 from dfkd_bench.methods.nayer import Nayer, NoisyLabelGenerator
-from dfkd_bench.models import create_model
 from dfkd_bench.runner import resolve, run_many
-
-TINY = {"synth_batch": "16", "g_steps": "2", "kd_steps": "4", "kd_batch": "32", "final_kd_steps": "0",
-        "warmup_rounds": "1", "noise_dim": "32"}
-
-
-def make_ctx(resolutions: tuple[int, ...] = (32,), seed: int = 0) -> MethodContext:
-    """A CPU context with small untrained zoo models (the teacher frozen in eval mode)."""
-    spec = get_dataset("digits")
-    torch.manual_seed(seed)
-    teacher = create_model("digits_resnet8_slim", spec.num_classes).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    student = create_model("digits_resnet8_slim", spec.num_classes)
-    return MethodContext(teacher=teacher, student=student, spec=spec, device=torch.device("cpu"),
-                         generator=torch.Generator().manual_seed(seed), resolutions=resolutions,
-                         normalize=Normalize(spec.mean, spec.std),
-                         label_embeddings_loader=lambda: load_label_embeddings("digits").vectors)
-
-
-def make_method(cls: type[Nayer], ctx: MethodContext, **overrides: Any) -> Nayer:
-    """The method with the digits preset, the tiny budget and `overrides`."""
-    hp = resolve_hparams(cls.Hparams, "digits", {**TINY, **{k: str(v) for k, v in overrides.items()}}, cls.name)
-    return cls(ctx, hp)
-
+from dfkd_bench.schedule import RoundInfo
+from method_helpers import TINY, make_ctx, make_method
 
 class TinyConvNet(nn.Module):
     """One conv layer (the CAM's feature_layer), global pooling and a linear classifier."""
@@ -144,15 +119,25 @@ def test_generator_loss_falls() -> None:
 
 
 def test_generator_reinitialised_every_g_life_rounds() -> None:
+    """The schedule decides the resets (RoundInfo.reset_generator; every g_life = 3 rounds here):
+    NAYER re-initialises exactly on the flagged rounds and counts nothing itself."""
     ctx = make_ctx()
     method = make_method(Nayer, ctx, g_life=3, warmup_rounds=2, g_steps=1)
+    flags = [r > 0 and r % 3 == 0 for r in range(7)]
     resets = []
-    for _ in range(7):
+    for r, flag in enumerate(flags):
+        method.begin_round(RoundInfo(index=r, epoch=r, images=16, warmup=r < 2, kd_steps=0 if r < 2 else 1,
+                                     reset_generator=flag))
         before = method.generator
         method.synthesize(16)
         resets.append(method.generator is not before)
         method.end_round()
-    assert resets == [False, False, False, True, False, False, True]
+    assert resets == flags == [False, False, False, True, False, False, True]
+    # a flag on a round that the count would not pick still resets: the round info decides
+    method.begin_round(RoundInfo(index=7, epoch=7, images=16, warmup=False, kd_steps=1, reset_generator=True))
+    before = method.generator
+    method.synthesize(16)
+    assert method.generator is not before
 
 
 def test_check_resolution() -> None:
@@ -334,8 +319,9 @@ def test_end_to_end_tiny_run(method: str, tmp_path: Path, digits_teacher: Any) -
     assert written[0]["resolution"] == ("16" if method == "muse" else "32")
 
 
-def test_muse_resume_matches_uninterrupted_run(tmp_path: Path, digits_teacher: Any) -> None:
-    config = RunConfig(method="muse", ratio=0.05, overrides=dict(TINY), resolutions=(16, 32))
+@pytest.mark.parametrize("feed", ["upsample", "native"])  # native: one BN-momentum buffer per resolution
+def test_muse_resume_matches_uninterrupted_run(tmp_path: Path, digits_teacher: Any, feed: str) -> None:
+    config = RunConfig(method="muse", ratio=0.05, overrides={**TINY, "feed": feed}, resolutions=(16, 32))
     whole = run_many([config], out_dir=tmp_path / "whole")[0]
 
     def interrupt(resolved: Any, r: int, n: int, state: Any) -> None:

@@ -7,6 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 
 class Normalize(torch.nn.Module):
     """Subtract the dataset mean and divide by its std, per channel."""
@@ -75,3 +77,45 @@ def student_augment(
     else:
         x = random_crop(x, max(1, round(size / 8)), generator=generator)
     return random_flip(x, generator) if hflip else x
+
+
+PHASES = ("synthesis", "kd")
+
+
+def default_augment(input_size: int, phase: str) -> str:
+    """The references' augmentation per dataset size and phase: crop (pad 4) + flip at 32 px; at 64 px
+    RandomCrop pad 4, flipped for KD only (NAYER, Tiny-ImageNet); from 112 px RandomResizedCrop +
+    flip, scale 0.75-1 for synthesis (Fast, ImageNet) and the standard 0.08-1 for KD."""
+    if input_size <= 32:
+        return "crop:4+flip"
+    if input_size < 112:
+        return "crop:4" if phase == "synthesis" else "crop:4+flip"
+    return "rrc:0.75+flip" if phase == "synthesis" else "rrc:0.08+flip"
+
+
+class Augment:
+    """A batched augmentation from its text form: `crop:P` (random crop, zero padding of P px at the
+    dataset's input size, scaled with the image's size), `rrc:S` (RandomResizedCrop, scale S-1, at the
+    image's size), `none`, each optionally `+flip`. Flips only happen where the dataset allows them."""
+
+    def __init__(self, text: str, input_size: int, hflip: bool) -> None:
+        head, plus, tail = text.strip().lower().partition("+")
+        kind, _, amount = head.partition(":")
+        try:
+            value = float(amount) if kind != "none" else 0.0
+        except ValueError:
+            value = -1.0
+        if kind not in ("crop", "rrc", "none") or value < 0 or (plus and tail != "flip") or \
+                (kind == "none" and amount) or (kind == "rrc" and not 0 < value <= 1):
+            raise UserError(f"augmentation {text!r}: expected crop:PAD, rrc:SCALE or none, optionally +flip "
+                            f"(e.g. crop:4+flip, rrc:0.75+flip)")
+        self.kind, self.amount, self.flip = kind, value, bool(plus) and hflip
+        self.input_size = input_size
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        size = x.shape[-1]
+        if self.kind == "crop":
+            x = random_crop(x, max(1, round(self.amount * size / self.input_size)), generator)
+        elif self.kind == "rrc":
+            x = random_resized_crop(x, size, scale=(self.amount, 1.0), generator=generator)
+        return random_flip(x, generator) if self.flip else x

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import torch
 import torch.nn.functional as F
 
@@ -28,6 +31,7 @@ class SyntheticBank:
         self._images: dict[int, torch.Tensor] = {}
         self._labels: dict[int, torch.Tensor] = {}
         self._count: dict[int, int] = {}
+        self._rng: random.Random | None = None  # the multi-resolution split (host side)
 
     def __len__(self) -> int:
         return sum(self._count.values())
@@ -70,20 +74,27 @@ class SyntheticBank:
 
         Returns float [0,1] groups (images, labels); with `size` every group is resized (bilinear)
         to size x size and the groups are merged into one.
+
+        Nothing here reads the device. One resolution: indices from `generator` over the whole
+        bank. Several: how many images come from each resolution is multinomial in the stored
+        counts (what uniform sampling over all images gives); that split is drawn on the host by
+        the bank's own `random.Random` (seeded from `generator.initial_seed()` on first use, saved
+        in `state_dict`), so the group sizes are host ints; the indices within each resolution then
+        come from `generator` on its device.
         """
-        counts = torch.tensor([self._count[r] for r in self.resolutions])
+        resolutions = self.resolutions
         gen_device = generator.device if generator is not None else self.device
-        picks = torch.randint(0, int(counts.sum()), (batch_size,), generator=generator, device=gen_device)
-        picks = picks.to(self.device)
-        if len(counts) == 1:
-            res = self.resolutions[0]
+        if len(resolutions) == 1:
+            res = resolutions[0]
+            picks = torch.randint(0, self._count[res], (batch_size,), generator=generator, device=gen_device)
+            picks = picks.to(self.device)
             groups = [(to_float(self._images[res][picks]), self._labels[res][picks])]
         else:
             groups = []
-            offsets = (torch.cumsum(counts, 0) - counts).tolist()
-            for res, start, count in zip(self.resolutions, offsets, counts.tolist()):
-                idx = picks[(picks >= start) & (picks < start + count)] - start
-                if idx.numel():
+            for res, count in zip(resolutions, self._split(batch_size, resolutions, generator)):
+                if count:
+                    idx = torch.randint(0, self._count[res], (count,), generator=generator, device=gen_device)
+                    idx = idx.to(self.device)
                     groups.append((to_float(self._images[res][idx]), self._labels[res][idx]))
         if size is None:
             return groups
@@ -91,14 +102,31 @@ class SyntheticBank:
         y = torch.cat([g[1] for g in groups])
         return [(x, y)]
 
+    def _split(self, batch_size: int, resolutions: list[int], generator: torch.Generator | None) -> list[int]:
+        """Multinomial(batch_size, stored count / total) over `resolutions`, drawn on the host."""
+        if self._rng is None:
+            self._rng = random.Random(generator.initial_seed() if generator is not None else torch.initial_seed())
+        cum = list(itertools.accumulate(self._count[r] for r in resolutions))
+        split = [0] * len(resolutions)
+        for r in self._rng.choices(range(len(resolutions)), cum_weights=cum, k=batch_size):
+            split[r] += 1
+        return split
+
     def state_dict(self) -> dict:
-        return {"images": {r: self.images(r).cpu() for r in self.resolutions},
-                "labels": {r: self.labels(r).cpu() for r in self.resolutions}}
+        state = {"images": {r: self.images(r).cpu() for r in self.resolutions},
+                 "labels": {r: self.labels(r).cpu() for r in self.resolutions}}
+        if self._rng is not None:
+            state["split_rng"] = self._rng.getstate()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self._images = {int(r): t.to(self.device) for r, t in state["images"].items()}
         self._labels = {int(r): t.to(self.device) for r, t in state["labels"].items()}
         self._count = {int(r): t.shape[0] for r, t in state["labels"].items()}
+        self._rng = None
+        if state.get("split_rng") is not None:
+            self._rng = random.Random()
+            self._rng.setstate(state["split_rng"])
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .augment import student_augment
 from .bank import SyntheticBank
 from .method import Method, MethodContext
 
@@ -13,13 +12,15 @@ class Distiller:
     """Runs student steps: sample from the bank, augment, teacher targets, the method's loss, SGD step."""
 
     def __init__(self, ctx: MethodContext, method: Method, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
+        """`scheduler` steps after every student step; None when the caller steps it (per epoch)."""
         self.ctx, self.method = ctx, method
         self.optimizer, self.scheduler = optimizer, scheduler
+        self.augment = method.augmentation("kd")
 
     def _group_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ctx = self.ctx
-        images = student_augment(images, ctx.spec.hflip, ctx.generator)
+        images = self.augment(images, ctx.generator)
         x = self.method.teacher_input(images)
         with ctx.autocast():
             with torch.no_grad():
@@ -39,6 +40,7 @@ class Distiller:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            self.scheduler.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             total += loss.detach()
         return total.item() / max(1, steps)

@@ -15,15 +15,30 @@ from ..models.hooks import BNStatistics
 class BNStatisticsLoss:
     """DeepInversion's feature-distribution loss over a model's BatchNorm2d layers.
 
-    sum_l w_l (||mu_l - running_mean_l||_2 + ||var_l - running_var_l||_2), plain (not squared) L2 norms.
+    sum over recorded calls of w_l (||mu - running_mean_l||_2 + ||var - running_var_l||_2), plain
+    (not squared) L2 norms, where l is the layer that made the call. The statistics are keyed by
+    layer (`BNStatistics`), so every batch is compared with its own layer's running statistics even
+    when the model calls its BN layers out of registration order or skips one; a skipped layer adds
+    nothing. A layer called several times in one forward adds one term per call, each against that
+    layer's running statistics (each call normalises its input with those statistics, as each call
+    updated them in training); the reference's hook keeps only the last call's value (and a skipped
+    layer's stale value from an earlier forward). w_l is `first_multiplier` for the first BN layer in
+    registration order (`model.modules()`, as the reference's hooks are registered and its
+    `first_bn_multiplier` applied: every call of that layer) and 1 for the others. For a model that
+    calls each BN layer once in registration order this is the call-order sum of before.
+
     With `momentum` > 0 (Fast, NAYER) the batch statistics are first smoothed with an EMA buffer,
-    mu~ = (1-m) mu_batch + m mu_ema, and `update_momentum` refreshes the buffer after a round.
+    mu~ = (1-m) mu_batch + m mu_ema, and `update_momentum` refreshes the buffer after a round. The
+    buffer is keyed by (layer index, call number), `ema_keys` parallel to `ema_mean`/`ema_var`;
+    a key without a buffer yet (the first round, a call not seen before) uses the plain batch
+    statistics, and a key the latest forward did not record keeps its buffer.
     """
 
     def __init__(self, model: nn.Module, momentum: float = 0.0, first_multiplier: float = 1.0) -> None:
         self.stats = BNStatistics(model)
         self.momentum = momentum
         self.first_multiplier = first_multiplier
+        self.ema_keys: list[tuple[int, int]] | None = None
         self.ema_mean: list[torch.Tensor] | None = None
         self.ema_var: list[torch.Tensor] | None = None
 
@@ -41,34 +56,49 @@ class BNStatisticsLoss:
         finally:
             self.stats.enabled = False
 
-    def _smoothed(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        means, variances = self.stats.means, self.stats.vars
-        if self.momentum <= 0 or self.ema_mean is None or self.ema_var is None:
-            return means, variances
+    def _ema(self) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
+        if self.ema_keys is None or self.ema_mean is None or self.ema_var is None:
+            return {}
+        return dict(zip(self.ema_keys, zip(self.ema_mean, self.ema_var)))
+
+    def _smoothed(self) -> list[tuple[tuple[int, int], nn.Module, torch.Tensor, torch.Tensor]]:
+        """((layer index, call number), layer, mean, var) of every recorded call, EMA-smoothed."""
+        records = self.stats.records()
+        ema = self._ema() if self.momentum > 0 else {}
         m = self.momentum
-        return ([(1 - m) * b + m * e for b, e in zip(means, self.ema_mean)],
-                [(1 - m) * b + m * e for b, e in zip(variances, self.ema_var)])
+        out = []
+        for i, k, layer, mu, var in records:
+            if (i, k) in ema:
+                e_mu, e_var = ema[(i, k)]
+                mu, var = (1 - m) * mu + m * e_mu, (1 - m) * var + m * e_var
+            out.append(((i, k), layer, mu, var))
+        return out
 
     def __call__(self) -> torch.Tensor:
         """The loss for the statistics collected since the last `stats.clear()`."""
-        means, variances = self._smoothed()
-        total = means[0].new_zeros(())
-        for i, (layer, mu, var) in enumerate(zip(self.stats.layers, means, variances)):
+        total: torch.Tensor | None = None
+        for (i, _), layer, mu, var in self._smoothed():
             term = torch.linalg.vector_norm(mu - layer.running_mean) + torch.linalg.vector_norm(var - layer.running_var)
-            total = total + (self.first_multiplier if i == 0 else 1.0) * term
+            term = (self.first_multiplier if i == 0 else 1.0) * term
+            total = term if total is None else total + term
+        if total is None:
+            raise RuntimeError("BN-statistics loss: no BatchNorm2d call was recorded (forward outside collect()?)")
         return total
 
     @torch.no_grad()
     def update_momentum(self) -> None:
         """Fold the latest batch statistics into the EMA buffer (once per synthesis round)."""
-        if self.momentum <= 0 or not self.stats.means:
+        if self.momentum <= 0 or not self.stats.calls:
             return
-        means, variances = self._smoothed()
-        self.ema_mean = [t.detach().clone() for t in means]
-        self.ema_var = [t.detach().clone() for t in variances]
+        ema = self._ema()
+        for key, _, mu, var in self._smoothed():
+            ema[key] = (mu.detach().clone(), var.detach().clone())
+        self.ema_keys = sorted(ema)
+        self.ema_mean = [ema[key][0] for key in self.ema_keys]
+        self.ema_var = [ema[key][1] for key in self.ema_keys]
 
     def state_dict(self) -> dict:
-        return {"ema_mean": self.ema_mean, "ema_var": self.ema_var}
+        return {"ema_mean": self.ema_mean, "ema_var": self.ema_var, "ema_keys": self.ema_keys}
 
     def load_state_dict(self, state: dict) -> None:
         device = self.stats.layers[0].running_mean.device if self.stats.layers else None
@@ -77,6 +107,10 @@ class BNStatisticsLoss:
             return None if tensors is None else [t.to(device) for t in tensors]
 
         self.ema_mean, self.ema_var = moved(state["ema_mean"]), moved(state["ema_var"])
+        keys = state.get("ema_keys")
+        if keys is None and self.ema_mean is not None:  # a state without keys: one call per layer, in order
+            keys = [(i, 0) for i in range(len(self.ema_mean))]
+        self.ema_keys = None if keys is None else [(int(i), int(k)) for i, k in keys]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -11,10 +11,10 @@ import torch.nn as nn
 
 from ..config import MethodHparams
 from ..data.spec import DatasetSpec
-from .augment import Normalize
+from .augment import Augment, Normalize, default_augment
 from .bank import resize
 from .losses import kd_loss
-from .schedule import RoundInfo
+from ..schedule import RoundInfo
 
 
 HookT = TypeVar("HookT")
@@ -113,6 +113,17 @@ class Method:
             images = resize(images, self.feed_size)
         x = self.ctx.normalize(images)
         return x.contiguous(memory_format=torch.channels_last) if self.ctx.channels_last else x
+
+    def augmentation(self, phase: str) -> Augment:
+        """The phase's augmentation ("synthesis" or "kd"): the hyper-parameter if set, else the
+        references' for the dataset's size (engine.augment.default_augment)."""
+        text = self.hp.synth_aug if phase == "synthesis" else self.hp.kd_aug
+        spec = self.ctx.spec
+        return Augment(text or default_augment(spec.input_size, phase), spec.input_size, spec.hflip)
+
+    def synthesis_view(self, images: torch.Tensor) -> torch.Tensor:
+        """New images as the generator loss sees them (augmented for the synthesis phase)."""
+        return self.augmentation("synthesis")(images, self.ctx.generator)
 
     def synthesize(self, n: int) -> SyntheticBatch:
         """Make `n` new images (the budget's next share)."""

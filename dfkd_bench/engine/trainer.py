@@ -15,7 +15,7 @@ from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import accuracy
 from .method import Method, MethodContext
-from .schedule import RoundInfo
+from ..schedule import Schedule, spread
 from .timing import PhaseTimer
 
 
@@ -74,32 +74,30 @@ def kd_schedule(kd_steps: int, synth_batch: int, n_total: int, kd_rounds: int) -
     Methods with the same steps-per-image rate therefore get the same KD budget at every data ratio,
     whatever their round sizes and warm-up lengths.
     """
-    budget = round(kd_steps * n_total / synth_batch)
-    return [budget // kd_rounds + (1 if i < budget % kd_rounds else 0) for i in range(kd_rounds)]
+    return spread(round(kd_steps * n_total / synth_batch), kd_rounds)
 
 
 class DistillationRun:
-    """Drives a method over the rounds that spend `n_total` synthetic images."""
+    """Drives a method through a schedule's rounds (an int is an image budget under the equal protocol)."""
 
     def __init__(self, method: Method, ctx: MethodContext, test_split: EvalSplit,
-                 n_total: int, checkpoint_path: str | Path | None = None,
+                 schedule: Schedule | int, checkpoint_path: str | Path | None = None,
                  on_round: RoundCallback | None = None) -> None:
         hp = method.hp
         self.method, self.ctx, self.hp = method, ctx, hp
         self.test_split = test_split.to(ctx.device, RESIDENT_TEST_BYTES)
-        self.n_total = n_total
-        self.rounds = max(1, math.ceil(n_total / hp.synth_batch))
-        self.warmup = min(hp.warmup_rounds, self.rounds - 1)
-        self.round_kd_steps = kd_schedule(hp.kd_steps, hp.synth_batch, n_total, self.rounds - self.warmup)
-        self.total_kd_steps = sum(self.round_kd_steps) + hp.final_kd_steps
+        self.schedule = schedule if isinstance(schedule, Schedule) else hp.equal_schedule(schedule)
+        self.rounds = len(self.schedule.rounds)
+        self.total_kd_steps = self.schedule.kd_steps
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
         self.bank = SyntheticBank(ctx.device)
         params = list(ctx.student.parameters()) + method.student_parameters()
         self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           _cosine(self.total_kd_steps, hp.lr_min_ratio))
-        self.distiller = Distiller(ctx, method, self.optimizer, self.scheduler)
+                                                           _cosine(self.schedule.lr_steps, hp.lr_min_ratio))
+        self.distiller = Distiller(ctx, method, self.optimizer,
+                                   None if self.schedule.lr_per_epoch else self.scheduler)
         self.state = RunState()
         self.timer = PhaseTimer(ctx.device)
 
@@ -151,28 +149,28 @@ class DistillationRun:
         """Run (or finish) all rounds and the final KD steps; checkpoint after each round."""
         while self.state.next_round < self.rounds:
             r = self.state.next_round
-            n = min(self.hp.synth_batch, self.n_total - len(self.bank))
-            warmup = r < self.warmup
-            kd = 0 if warmup else self.round_kd_steps[r - self.warmup]
-            self.method.begin_round(RoundInfo(index=r, epoch=r, images=n, warmup=warmup, kd_steps=kd))
+            info = self.schedule.rounds[r]
+            self.method.begin_round(info)
             with self.timer.phase("synth"):
-                batch = self.method.synthesize(n)
+                batch = self.method.synthesize(info.images)
             if not torch.isfinite(batch.images).all() or (batch.loss is not None and not math.isfinite(batch.loss)):
                 raise Diverged(f"synthesis diverged in round {r} (loss {batch.loss})")
             self.bank.add(batch.images, batch.labels)
-            if r >= self.warmup:
-                self._distil(self.round_kd_steps[r - self.warmup])
+            self._distil(info.kd_steps)
+            if self.schedule.lr_per_epoch and info.kd_steps > 0:
+                self.scheduler.step()  # the reference's cosine steps once per post-warm-up epoch
             self.method.end_round()
             is_last = r == self.rounds - 1
-            if (r + 1) % self.hp.eval_every == 0 and not (is_last and self.hp.final_kd_steps > 0):
+            final = self.schedule.final_kd_steps
+            if (r + 1) % self.hp.eval_every == 0 and not (is_last and final > 0):
                 self._evaluate(r + 1)
             self.state.next_round = r + 1
             self.state.seconds = self.timer.seconds
             self._save()
             if self.on_round:
                 self.on_round(r + 1, self.rounds, self.state)
-        if self.hp.final_kd_steps > 0:
-            self._distil(self.hp.final_kd_steps)
+        if self.schedule.final_kd_steps > 0:
+            self._distil(self.schedule.final_kd_steps)
             self._evaluate(self.rounds)
         elif not self.state.curve or self.state.curve[-1].round != self.rounds:
             self._evaluate(self.rounds)

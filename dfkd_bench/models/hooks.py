@@ -7,15 +7,21 @@ import torch.nn as nn
 
 
 class BNStatistics:
-    """Per-channel mean and (biased) variance of the input of every BatchNorm2d, on each forward.
+    """Per-channel mean and (biased) variance of the input of every BatchNorm2d call, keyed by layer.
+
+    `layers` lists the model's BatchNorm2d modules in registration order (`model.modules()`: each
+    module once, even when it is registered under several names). Each forward call of a layer
+    appends its batch statistics to `calls[layer]`, so the statistics stay paired with the layer
+    that produced them whatever order the model calls its layers in: a layer the forward skips has
+    no entry, a layer it calls twice has two, in call order.
+    `records()` lists every recorded call as (layer index, call number, layer, mean, var).
 
     Collection is off until `enabled` is set, so distillation forwards cost nothing extra.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-        self.means: list[torch.Tensor] = []
-        self.vars: list[torch.Tensor] = []
+        self.layers: list[nn.BatchNorm2d] = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.calls: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.enabled = False
         self._handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
 
@@ -24,12 +30,28 @@ class BNStatistics:
             return
         x = inputs[0].float()
         var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-        self.means.append(mean)
-        self.vars.append(var)
+        self.calls.setdefault(module, []).append((mean, var))
+
+    def records(self) -> list[tuple[int, int, nn.Module, torch.Tensor, torch.Tensor]]:
+        """(layer index, call number, layer, mean, var) of every recorded call; layers in
+        registration order, the calls of one layer in call order."""
+        return [(i, k, layer, mean, var)
+                for i, layer in enumerate(self.layers)
+                for k, (mean, var) in enumerate(self.calls.get(layer, ()))]
+
+    @property
+    def means(self) -> list[torch.Tensor]:
+        """Batch means of every recorded call, in `records()` order (for inspection)."""
+        return [r[3] for r in self.records()]
+
+    @property
+    def vars(self) -> list[torch.Tensor]:
+        """Batch variances of every recorded call, in `records()` order (for inspection)."""
+        return [r[4] for r in self.records()]
 
     def clear(self) -> None:
         """Forget the statistics of earlier forwards."""
-        self.means, self.vars = [], []
+        self.calls = {}
 
     def remove(self) -> None:
         """Detach the hooks from the model."""

@@ -1,0 +1,154 @@
+"""What each round of a run does, decided before the run starts: images, warm-up, KD steps, resets.
+
+Two budget protocols build it. `equal` (the suite's default) gives every method the same student
+steps per synthetic image over the same image budget, with warm-up a capped fraction of the budget.
+`paper` replays a method's reference schedule as its code counts it: epochs of synthesis rounds,
+KD steps after each post-warm-up epoch, generator resets in epochs, a per-epoch cosine.
+The engine hands each round's `RoundInfo` to the method (`Method.begin_round`); methods read it and
+never count rounds themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOLS = ("equal", "paper")
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """One synthesis round as the schedule sees it (read-only for methods).
+
+    `epoch` is the reference code's epoch the round belongs to (under the equal protocol every round
+    is its own epoch); `reset_generator` asks generator methods to re-initialise their generator
+    before synthesising (NAYER's g_life); `reset_l0` asks Fast to re-draw its meta-generator's first
+    layers (Fast's reset_l0).
+    """
+
+    index: int
+    epoch: int
+    images: int
+    warmup: bool
+    kd_steps: int
+    reset_generator: bool = False
+    reset_l0: bool = False
+
+
+@dataclass(frozen=True)
+class ReferenceSchedule:
+    """How a method's reference code counts a run, for the `paper` protocol.
+
+    An epoch makes `warmup_rounds_per_epoch` rounds during the `warmup_epochs` (synthesis only), then
+    `rounds_per_epoch` rounds followed by `kd_steps_per_epoch` student steps. The generator is
+    re-initialised at the start of epoch ep > 0 when (ep - warmup) % g_life == 0 or ep % g_life == 0
+    (NAYER's rule, in epochs); Fast re-draws its first layers at `reset_l0_epoch`. The student's
+    cosine steps once per post-warm-up epoch. `reference_epochs` is the scripts' total, which places
+    reset_l0 at the same fraction of an equal-protocol run. `source` names the script.
+    """
+
+    warmup_epochs: int
+    warmup_rounds_per_epoch: int = 1
+    rounds_per_epoch: int = 1
+    kd_steps_per_epoch: int = 400
+    g_life_epochs: int = 0
+    reset_l0_epoch: int | None = None
+    reference_epochs: int = 0
+    source: str = ""
+
+
+@dataclass
+class Schedule:
+    """Every round of a run, the KD steps after the last one, and how the student's cosine steps."""
+
+    protocol: str
+    rounds: list[RoundInfo]
+    final_kd_steps: int
+    lr_per_epoch: bool = False  # paper: one cosine step per post-warm-up epoch; equal: one per KD step
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return sum(r.images for r in self.rounds)
+
+    @property
+    def warmup_rounds(self) -> int:
+        return sum(r.warmup for r in self.rounds)
+
+    @property
+    def kd_steps(self) -> int:
+        """Student steps in all: after the rounds and on the final bank."""
+        return sum(r.kd_steps for r in self.rounds) + self.final_kd_steps
+
+    @property
+    def lr_steps(self) -> int:
+        """Length of the student's cosine: KD steps (equal) or post-warm-up epochs (paper)."""
+        if self.lr_per_epoch:
+            return len({r.epoch for r in self.rounds if not r.warmup})
+        return self.kd_steps
+
+    def reset_rounds(self) -> list[int]:
+        return [r.index for r in self.rounds if r.reset_generator]
+
+    def reset_l0_rounds(self) -> list[int]:
+        return [r.index for r in self.rounds if r.reset_l0]
+
+    def describe(self) -> str:
+        """One paragraph a user reads before a long run (`run --dry-run`)."""
+        per_round = sorted({r.kd_steps for r in self.rounds if r.kd_steps})
+        epochs = len({r.epoch for r in self.rounds})
+        resets, l0 = self.reset_rounds(), self.reset_l0_rounds()
+        shown = ", ".join(map(str, resets[:8])) + (" ..." if len(resets) > 8 else "")
+        return (f"protocol {self.protocol}: {len(self.rounds)} rounds in {epochs} epochs, "
+                f"{self.images} images ({self.warmup_rounds} warm-up rounds); KD {self.kd_steps} steps "
+                f"({'/'.join(map(str, per_round)) or 0} after each KD round, {self.final_kd_steps} on the final "
+                f"bank); student cosine over {self.lr_steps} {'epochs' if self.lr_per_epoch else 'steps'}; "
+                f"generator resets {len(resets)}{f' (rounds {shown})' if resets else ''}; "
+                f"reset_l0 {('at round ' + str(l0[0])) if l0 else 'none'}")
+
+
+def spread(total: int, parts: int) -> list[int]:
+    """`total` split into `parts` near-equal integers (the first ones get the remainder)."""
+    parts = max(1, parts)
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def equal_schedule(n_total: int, synth_batch: int, kd_per_image: float, warmup_rounds: int,
+                   warmup_fraction: float, final_kd_steps: int, g_life: int = 0,
+                   reset_l0_fraction: float | None = None) -> Schedule:
+    """The equal protocol: ceil(n / synth_batch) rounds; warm-up = min(cap, fraction of the rounds),
+    always leaving a KD round; round(kd_per_image * n) student steps spread over the KD rounds;
+    the generator re-initialised every g_life rounds; reset_l0 at the reference's fraction of the run."""
+    rounds = max(1, math.ceil(n_total / synth_batch))
+    warmup = max(0, min(warmup_rounds, math.floor(warmup_fraction * rounds), rounds - 1))
+    kd = spread(round(kd_per_image * n_total), rounds - warmup)
+    l0_round = round(reset_l0_fraction * rounds) if reset_l0_fraction is not None else None
+    infos = []
+    for r in range(rounds):
+        images = min(synth_batch, n_total - r * synth_batch)
+        infos.append(RoundInfo(index=r, epoch=r, images=images, warmup=r < warmup,
+                               kd_steps=0 if r < warmup else kd[r - warmup],
+                               reset_generator=g_life > 0 and r > 0 and r % g_life == 0,
+                               reset_l0=l0_round is not None and 0 < r == l0_round))
+    return Schedule("equal", infos, final_kd_steps)
+
+
+def paper_schedule(n_total: int, synth_batch: int, ref: ReferenceSchedule) -> Schedule:
+    """The paper protocol: the reference's epochs, with the number of post-warm-up epochs chosen so the
+    images match the ratio (NAYER100/200/300 are ratios 3.2/4.8/6.4 on CIFAR-100)."""
+    warm_images = ref.warmup_epochs * ref.warmup_rounds_per_epoch * synth_batch
+    epochs = max(1, round((n_total - warm_images) / (ref.rounds_per_epoch * synth_batch)))
+    infos: list[RoundInfo] = []
+    for ep in range(ref.warmup_epochs + epochs):
+        warm = ep < ref.warmup_epochs
+        loops = ref.warmup_rounds_per_epoch if warm else ref.rounds_per_epoch
+        life = ref.g_life_epochs
+        reset = life > 0 and ep > 0 and ((ep - ref.warmup_epochs) % life == 0 or ep % life == 0)
+        for loop in range(loops):
+            infos.append(RoundInfo(index=len(infos), epoch=ep, images=synth_batch, warmup=warm,
+                                   kd_steps=ref.kd_steps_per_epoch if not warm and loop == loops - 1 else 0,
+                                   reset_generator=reset and loop == 0,
+                                   reset_l0=ref.reset_l0_epoch is not None and ep == ref.reset_l0_epoch
+                                   and loop == 0))
+    return Schedule("paper", infos, 0, lr_per_epoch=True, notes={"source": ref.source, "epochs": epochs})
