@@ -203,7 +203,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
             dry_run: bool, force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
-    from .runner import run
+    from .runner import bank_bytes, run
 
     _load_plugins(plugins)
     _maybe_download(dataset, data_root, download)
@@ -229,7 +229,9 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         for res in rows:
             console.print(f"{res.run_id}: {res.method_cls.name} {res.spec.name} ratio={res.config.ratio:g} "
                           f"{res.resolution_label}px {res.teacher}->{res.student}", markup=False)
-            console.print(f"  {res.schedule.describe()}", markup=False)
+            console.print(f"  {res.schedule.describe()}; bank about "
+                          f"{bank_bytes(res.n_synthetic, res.spec.in_chans, res.resolutions) / 2**30:.2f} GiB uint8",
+                          markup=False)
         return
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")

@@ -118,9 +118,14 @@ def memory_budget_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
+def bank_bytes(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...]) -> int:
+    """Upper estimate of a uint8 bank of n images at the largest generation resolution."""
+    return n_synthetic * in_chans * max(resolutions) ** 2
+
+
 def check_bank_fits(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...], device: torch.device) -> None:
     """Refuse, before any work, a budget whose uint8 bank cannot fit in memory, with the estimate."""
-    estimate = n_synthetic * in_chans * max(resolutions) ** 2
+    estimate = bank_bytes(n_synthetic, in_chans, resolutions)
     budget = memory_budget_bytes(device)
     if estimate > budget:
         raise UserError(f"a bank of {n_synthetic} synthetic images at {max(resolutions)} px needs about "
@@ -193,7 +198,8 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
     source = open_source(spec, config.data_root, sources) if need_data or has_root else None
     schedule = build_schedule(config, method_cls, spec, hparams, source.train_size if source else spec.train_size)
     n_synthetic = schedule.images
-    check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
+    if need_data:  # a dry run reports the bank's size instead of refusing it
+        check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
     return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
                        source, schedule)
 

@@ -41,7 +41,8 @@ class ReferenceSchedule:
     """How a method's reference code counts a run, for the `paper` protocol.
 
     An epoch makes `warmup_rounds_per_epoch` rounds during the `warmup_epochs` (synthesis only), then
-    `rounds_per_epoch` rounds followed by `kd_steps_per_epoch` student steps. The generator is
+    `rounds_per_epoch` rounds followed by `kd_steps_per_epoch` student steps (split over the rounds
+    with `kd_every_round`, as Fast's loop does). The generator is
     re-initialised at the start of epoch ep > 0 when (ep - warmup) % g_life == 0 or ep % g_life == 0
     (NAYER's rule, in epochs); Fast re-draws its first layers at `reset_l0_epoch`. The student's
     cosine steps once per post-warm-up epoch. `reference_epochs` is the scripts' total, which places
@@ -55,6 +56,7 @@ class ReferenceSchedule:
     g_life_epochs: int = 0
     reset_l0_epoch: int | None = None
     reference_epochs: int = 0
+    kd_every_round: bool = False  # Fast: ep_steps // kd_steps rounds an epoch, each followed by its KD share
     source: str = ""
 
 
@@ -145,9 +147,11 @@ def paper_schedule(n_total: int, synth_batch: int, ref: ReferenceSchedule) -> Sc
         loops = ref.warmup_rounds_per_epoch if warm else ref.rounds_per_epoch
         life = ref.g_life_epochs
         reset = life > 0 and ep > 0 and ((ep - ref.warmup_epochs) % life == 0 or ep % life == 0)
+        shares = spread(ref.kd_steps_per_epoch, loops) if ref.kd_every_round else \
+            [0] * (loops - 1) + [ref.kd_steps_per_epoch]
         for loop in range(loops):
             infos.append(RoundInfo(index=len(infos), epoch=ep, images=synth_batch, warmup=warm,
-                                   kd_steps=ref.kd_steps_per_epoch if not warm and loop == loops - 1 else 0,
+                                   kd_steps=0 if warm else shares[loop],
                                    reset_generator=reset and loop == 0,
                                    reset_l0=ref.reset_l0_epoch is not None and ep == ref.reset_l0_epoch
                                    and loop == 0))

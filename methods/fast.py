@@ -91,6 +91,11 @@ class FastHparams(MethodHparams):
     PAPER: ClassVar[dict[str, ReferenceSchedule]] = {
         name: ReferenceSchedule(warmup_epochs=20, kd_steps_per_epoch=400, reset_l0_epoch=140, reference_epochs=220,
                                 source="zju-vipa/Fast-Datafree scripts/fast_cifar.sh") for name in ("cifar10", "cifar100")}
+    # ImageNet: Fast-Datafree logs/log-imagenet-resnet50_imagenet-resnet18_imagenet-FastDFKD_50.txt: --epochs 400
+    # --ep_steps 1000 --kd_steps 100 (ten rounds of 100 images an epoch, 100 KD steps after each), start_kd 0.
+    PAPER["imagenet"] = ReferenceSchedule(warmup_epochs=0, rounds_per_epoch=10, kd_steps_per_epoch=1000,
+                                          kd_every_round=True, reference_epochs=400,
+                                          source="zju-vipa/Fast-Datafree logs (ImageNet, FastDFKD_50)")
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, nz=64, g_steps=10, lr_g=4e-3, lr_z=0.02, synth_batch=64, warmup_rounds=2,
                        kd_steps=40, kd_batch=128, lr=0.1, temperature=4.0, adv=1.0, final_kd_steps=200),

@@ -22,6 +22,9 @@ PAPER_CASES = {
     ("fast", "cifar100", 1.1264): (56320, 220, 20, 80000, 0, 140),
     # zju-vipa/Fast-Datafree scripts/deepinv_cifar.sh: --epochs 200 --batch_size 256 --kd_steps 400 --ep_steps 400.
     ("deepinversion", "cifar10", 1.024): (51200, 200, 0, 80000, 0, None),
+    # zju-vipa/Fast-Datafree logs/log-imagenet-resnet50_imagenet-resnet18_imagenet-FastDFKD_50.txt: --epochs 400
+    # --ep_steps 1000 --kd_steps 100 --batch_size 100, start_kd 0: 400*10 rounds of 100 images, 100 KD steps each.
+    ("fast", "imagenet", 400000 / 1281167): (400000, 4000, 0, 400000, 0, None),
     # tmtuan1307/NAYER run/nayer_200.sh, Tiny-ImageNet: --synthesis_batch_size 200 --gwp_loops 20 --g_loops 4
     # --kd_steps 1000 --epochs 220 --warmup 20: 20*20*200 + 200*4*200 images, 200*1000 KD steps.
     ("nayer", "tiny-imagenet", 2.4): (240000, 1200, 400, 200000, 21, None),
