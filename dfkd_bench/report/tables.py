@@ -79,10 +79,12 @@ def time_to_accuracy(curve: pd.DataFrame, threshold: float) -> float:
 
 
 def add_time_to_accuracy(df: pd.DataFrame, out_dir: str | Path, threshold: float) -> pd.DataFrame:
-    """Add a `t{threshold}_s` column per run from runs/<run_id>/curve.csv."""
+    """Add a `t{threshold}_s` column per run from runs/<run_id>/curve.csv (or curves/<run_id>.csv, the
+    layout of the checked-in reference results)."""
     column = f"t{threshold:g}_s"
     values = []
     for run_id in df["run_id"]:
-        path = Path(out_dir) / "runs" / str(run_id) / "curve.csv"
-        values.append(time_to_accuracy(pd.read_csv(path), threshold) if path.exists() else float("nan"))
+        candidates = (Path(out_dir) / "runs" / str(run_id) / "curve.csv", Path(out_dir) / "curves" / f"{run_id}.csv")
+        path = next((p for p in candidates if p.exists()), None)
+        values.append(time_to_accuracy(pd.read_csv(path), threshold) if path else float("nan"))
     return df.assign(**{column: values})
