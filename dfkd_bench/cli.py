@@ -392,6 +392,37 @@ def teachers_cmd() -> None:
     console.print(table)
 
 
+@cli.command("table")
+@click.option("--results", "out_dir", default="results", show_default=True, type=click.Path(),
+              help="Output folder holding runs.csv.")
+@click.option("--rows", default="method", show_default=True, help="runs.csv column(s) for rows, comma-separated.")
+@click.option("--cols", default="ratio", show_default=True, help="runs.csv column(s) for columns, comma-separated.")
+@click.option("--metric", default="student_acc", show_default=True,
+              help="student_acc, total_s (or synth_s, kd_s, eval_s, teacher_acc) or t<threshold>_s, e.g. t95_s.")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "latex", "csv"]))
+@click.option("--published", is_flag=True, help="Add published accuracy for the same dataset and teacher/student.")
+@click.option("--threshold", default=None, type=float,
+              help="Accuracy (%) for --metric t<threshold>_s (default: the number in the metric's name).")
+def table_cmd(out_dir: str, rows: str, cols: str, metric: str, fmt: str, published: bool,
+              threshold: float | None) -> None:
+    """Pivot runs.csv: mean ± std (seeds) of one metric per rows x cols; best of each column in bold."""
+    from .report.pivot import build_pivot, render_csv, render_latex, render_markdown
+
+    if not (Path(out_dir) / "runs.csv").exists():
+        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --results DIR")
+    pivot = build_pivot(out_dir, rows=rows, cols=cols, metric=metric, threshold=threshold, published=published)
+    if fmt == "csv":
+        click.echo(render_csv(pivot), nl=False)
+        if pivot.note:
+            click.echo(pivot.note, err=True)
+        click.echo(pivot.left_out_line(), err=True)
+    elif fmt == "latex":
+        click.echo(render_latex(pivot))
+    else:
+        click.echo(render_markdown(pivot))
+
+
 @cli.command("embed-labels")
 @click.option("--dataset", default=None, help="Dataset whose class names to embed.")
 @click.option("--classes", "classes_file", default=None, type=click.Path(), help="File with one class name a line.")
@@ -407,6 +438,26 @@ def embed_labels_cmd(dataset: str | None, classes_file: str | None, prompt: str 
     emb = le.compute_label_embeddings(names, prompt or le.default_prompt(dataset))
     le.save_label_embeddings(emb, out_file)
     console.print(f"{emb.num_classes} label embeddings ({emb.dim}-d, prompt {emb.prompt!r}) -> {out_file}")
+
+
+@cli.command("merge")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to merge into (may be an input).")
+def merge_cmd(inputs: tuple[str, ...], out_dir: str) -> None:
+    """Combine output folders (e.g. from shards on different machines) by run_id into --out.
+
+    A finished run (ok or diverged) beats an unfinished or failed one; the same finished result twice is
+    merged once. Two different finished results are a conflict: the --out version (or the first folder's)
+    is kept, each conflict is reported on one line, everything else is still written, and the exit status is 1.
+    """
+    from .merge import merge_outputs
+
+    result = merge_outputs(list(inputs), out_dir)
+    for conflict in result.conflicts:
+        click.echo(conflict.line(), err=True)
+    click.echo(result.summary())
+    if result.conflicts:
+        sys.exit(1)
 
 
 @cli.command("plot")

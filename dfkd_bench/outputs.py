@@ -30,12 +30,17 @@ def write_run_row(out_dir: Path, row: dict[str, Any]) -> None:
     """Insert or replace the row of `row['run_id']`; the file is rewritten atomically."""
     rows = read_runs(out_dir)
     rows[str(row["run_id"])] = {k: row.get(k, "") for k in RUNS_COLUMNS}
+    write_runs_csv(out_dir, rows.values(), RUNS_COLUMNS)
+
+
+def write_runs_csv(out_dir: Path, rows: Iterable[dict[str, Any]], columns: list[str]) -> None:
+    """Write runs.csv with `columns` atomically (a temporary file renamed over it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "runs.csv.tmp"
     with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=RUNS_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows.values())
+        writer.writerows(rows)
     os.replace(tmp, out_dir / "runs.csv")
 
 

@@ -1,0 +1,235 @@
+"""Pivot tables of runs.csv: one metric as `mean ± std (n)` cells over any row and column keys (pandas; no torch).
+
+Only `status == ok`, non-smoke rows count; what was left out (and why) is returned with the table. The best
+own-result cell of each column is marked (highest mean accuracy, lowest seconds); published reference numbers
+(`assets/reference/published_results.csv`) can be added as extra rows, for accuracy only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from ..errors import UserError
+from .tables import add_time_to_accuracy, is_smoke, read_runs_csv
+
+PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "assets" / "reference" / "published_results.csv"
+PUBLISHED_KEYS = ("method", "dataset", "teacher", "student")
+ACCURACY_METRICS = ("student_acc", "teacher_acc")
+SECONDS_METRICS = ("total_s", "synth_s", "kd_s", "eval_s")
+_TTA = re.compile(r"^t(\d+(?:\.\d+)?)_s$")
+
+
+@dataclass
+class Cell:
+    """One table cell: mean, std over seeds (ddof=1, 0.0 for one) and how many runs; or a published number."""
+
+    mean: float = float("nan")
+    std: float = 0.0
+    n: int = 0
+    published: list[float] = field(default_factory=list)
+    best: bool = False
+
+    def text(self) -> str:
+        if self.published:
+            return " / ".join(f"{v:.1f}" for v in self.published)
+        if self.n == 0:
+            return "—"
+        return f"{self.mean:.1f} ± {self.std:.1f} ({self.n})"
+
+
+@dataclass
+class Pivot:
+    """A pivoted table: row keys, column keys, one label tuple per row/column, cells[row][col]."""
+
+    rows: list[str]
+    cols: list[str]
+    metric: str
+    row_labels: list[tuple[str, ...]]
+    col_labels: list[tuple[str, ...]]
+    cells: list[list[Cell]]
+    left_out: dict[str, int]
+    note: str = ""
+
+    def column_titles(self) -> list[str]:
+        return [", ".join(f"{k}={v}" for k, v in zip(self.cols, label)) for label in self.col_labels]
+
+    def left_out_line(self) -> str:
+        parts = [f"{n} {why}" for why, n in self.left_out.items() if n]
+        return "left out: " + (", ".join(parts) if parts else "none")
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if pd.isna(value) else format(value, "g")
+    return str(value)
+
+
+def metric_column(metric: str, threshold: float | None) -> tuple[str, float | None]:
+    """The column a `--metric` reads and, for `t<threshold>_s`, the threshold it needs."""
+    if metric in ACCURACY_METRICS + SECONDS_METRICS:
+        if threshold is not None:
+            raise UserError(f"--threshold {threshold:g} is for --metric t<threshold>_s (e.g. t{threshold:g}_s), "
+                            f"not {metric}")
+        return metric, None
+    m = _TTA.match(metric)
+    if not m:
+        raise UserError(f"unknown metric {metric!r}; choose from {', '.join(ACCURACY_METRICS + SECONDS_METRICS)} "
+                        f"or t<threshold>_s (e.g. t95_s)")
+    named = float(m.group(1))
+    if threshold is not None and threshold != named:
+        raise UserError(f"--metric {metric} asks for {named:g}% but --threshold is {threshold:g}; give one of them")
+    return f"t{named:g}_s", named
+
+
+def split_keys(value: str | Sequence[str], option: str) -> list[str]:
+    keys = [k.strip() for k in (value.split(",") if isinstance(value, str) else value) if k.strip()]
+    if not keys:
+        raise UserError(f"{option} needs at least one runs.csv column")
+    return keys
+
+
+def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
+    df = pd.read_csv(path, dtype=str)
+    df["accuracy"] = pd.to_numeric(df["accuracy"], errors="coerce")
+    return df
+
+
+def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols: str | Sequence[str] = "ratio",
+                metric: str = "student_acc", threshold: float | None = None, published: bool = False) -> Pivot:
+    """Pivot `out_dir/runs.csv` (status ok, non-smoke rows) of `metric` over `rows` x `cols`."""
+    row_keys, col_keys = split_keys(rows, "--rows"), split_keys(cols, "--cols")
+    both = [k for k in row_keys if k in col_keys]
+    if both:
+        raise UserError(f"{', '.join(both)} is in both --rows and --cols")
+    column, tta = metric_column(metric, threshold)
+
+    every = read_runs_csv(out_dir, include_smoke=True)
+    unknown = [k for k in row_keys + col_keys if k not in every.columns]
+    if unknown:
+        raise UserError(f"unknown runs.csv column(s) {', '.join(unknown)}; choose from {', '.join(every.columns)}")
+    smoke = is_smoke(every)
+    status = every.get("status", pd.Series("ok", index=every.index)).fillna("").astype(str).str.strip()
+    left_out: dict[str, int] = {"smoke": int(smoke.sum())}
+    for why, n in status[~smoke & (status != "ok")].replace("", "no status").value_counts(sort=False).items():
+        left_out[str(why)] = int(n)
+    df = every[~smoke & (status == "ok")].reset_index(drop=True)
+    if df.empty:
+        raise UserError(f"no finished (status ok, non-smoke) runs in {Path(out_dir) / 'runs.csv'}; "
+                        f"{Pivot([], [], metric, [], [], [], left_out).left_out_line()}")
+    if tta is not None:
+        df = add_time_to_accuracy(df, out_dir, tta)
+    elif column not in df.columns:
+        raise UserError(f"runs.csv has no {column} column")
+    df = df.assign(**{column: pd.to_numeric(df[column], errors="coerce")})
+
+    keys = row_keys + col_keys
+    stats = (df.groupby(keys, sort=True, dropna=False)[column]
+             .agg(mean="mean", std=lambda s: float(s.dropna().std(ddof=1)) if s.count() > 1 else 0.0, n="count"))
+    row_labels = sorted({tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))[: len(row_keys)])
+                         for k in stats.index}, key=_sort_key)
+    col_labels = sorted({tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))[len(row_keys):])
+                         for k in stats.index}, key=_sort_key)
+    by_label = {tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))): v
+                for k, v in stats.to_dict("index").items()}
+    cells = [[Cell(**_cell_args(by_label.get(r + c))) for c in col_labels] for r in row_labels]
+    _mark_best(cells, lower_is_better=column not in ACCURACY_METRICS)
+
+    note = ""
+    if published:
+        if column == "student_acc":
+            row_labels, cells = _add_published(df, row_keys, col_keys, row_labels, col_labels, cells)
+        else:
+            note = f"published numbers are accuracy only; none shown for {column}"
+    return Pivot(row_keys, col_keys, column, row_labels, col_labels, cells, left_out, note)
+
+
+def _sort_key(label: tuple[str, ...]) -> tuple:
+    def one(v: str) -> tuple:
+        try:
+            return (0, float(v), "")
+        except ValueError:
+            return (1, 0.0, v)
+    return tuple(one(v) for v in label)
+
+
+def _cell_args(stat: dict[str, Any] | None) -> dict[str, Any]:
+    if not stat or not stat["n"]:
+        return {}
+    return {"mean": float(stat["mean"]), "std": float(stat["std"]), "n": int(stat["n"])}
+
+
+def _mark_best(cells: list[list[Cell]], lower_is_better: bool) -> None:
+    for j in range(len(cells[0]) if cells else 0):
+        column = [row[j] for row in cells if row[j].n]
+        if not column:
+            continue
+        best = (min if lower_is_better else max)(c.mean for c in column)
+        for c in column:
+            c.best = round(c.mean, 1) == round(best, 1)
+
+
+def _add_published(df: pd.DataFrame, row_keys: list[str], col_keys: list[str], row_labels: list[tuple[str, ...]],
+                   col_labels: list[tuple[str, ...]], cells: list[list[Cell]]
+                   ) -> tuple[list[tuple[str, ...]], list[list[Cell]]]:
+    """Rows of published accuracy for the dataset and teacher/student pairs that the results hold."""
+    pub = load_published()
+    setups = {tuple(str(v) for v in t) for t in df[["dataset", "teacher", "student"]].drop_duplicates().itertuples(
+        index=False)} if {"dataset", "teacher", "student"} <= set(df.columns) else set()
+    pub = pub[[(d, t, s) in setups for d, t, s in zip(pub["dataset"], pub["teacher"], pub["student"])]]
+    pub = pub[pub["accuracy"].notna()]
+    extra: dict[tuple[str, ...], list[Cell]] = {}
+    for entry in pub.to_dict("records"):
+        label = [str(entry[k]) if k in PUBLISHED_KEYS else "" for k in row_keys]
+        label[0] = f"{label[0]} (published)".strip()
+        row = extra.setdefault(tuple(label), [Cell() for _ in col_labels])
+        for j, col in enumerate(col_labels):
+            if all(str(entry[k]) == v for k, v in zip(col_keys, col) if k in PUBLISHED_KEYS):
+                if float(entry["accuracy"]) not in row[j].published:
+                    row[j].published.append(float(entry["accuracy"]))
+    ordered = sorted(extra, key=_sort_key)
+    return row_labels + ordered, cells + [extra[k] for k in ordered]
+
+
+def render_markdown(p: Pivot) -> str:
+    header = p.rows + p.column_titles()
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for label, row in zip(p.row_labels, p.cells):
+        texts = [f"**{c.text()}**" if c.best else c.text() for c in row]
+        lines.append("| " + " | ".join(list(label) + texts) + " |")
+    tail = [p.note] if p.note else []
+    return "\n".join(lines + [""] + tail + [p.left_out_line()])
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def render_latex(p: Pivot) -> str:
+    header = [_tex(h) for h in p.rows + p.column_titles()]
+    lines = [r"\begin{tabular}{" + "l" * len(p.rows) + "r" * len(p.col_labels) + "}", r"\toprule",
+             " & ".join(header) + r" \\", r"\midrule"]
+    for label, row in zip(p.row_labels, p.cells):
+        texts = []
+        for c in row:
+            t = _tex(c.text()).replace("±", r"$\pm$").replace("—", "--")
+            texts.append(rf"\textbf{{{t}}}" if c.best else t)
+        lines.append(" & ".join([_tex(v) for v in label] + texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    tail = [f"% {p.note}"] if p.note else []
+    return "\n".join(lines + tail + [f"% {p.left_out_line()}"])
+
+
+def render_csv(p: Pivot) -> str:
+    """Pivot as CSV (cell text, no bold); the left-out line is not part of it."""
+    frame = pd.DataFrame([list(label) + [c.text() for c in row] for label, row in zip(p.row_labels, p.cells)],
+                         columns=p.rows + p.column_titles())
+    return frame.to_csv(index=False)
