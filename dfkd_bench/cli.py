@@ -253,17 +253,37 @@ def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: boo
 @click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
 @click.option("--shard", default=None, help="i/n: run only the i-th of n disjoint parts (job arrays).")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
+@click.option("--dry-run", is_flag=True, help="List every run with its id, status and estimated cost; run nothing.")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], force: bool,
-              quiet: bool) -> None:
+def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
+              force: bool, quiet: bool) -> None:
     """Run the grid of a TOML sweep file (see configs/); finished runs are skipped."""
     from .sweep import load_sweep, parse_shard
     from .sweep import shard as take_shard
 
     _load_plugins(plugins)
     index, count = parse_shard(shard)
-    _run_configs(take_shard(load_sweep(sweep_file), index, count), out_dir, force, quiet)
+    configs = take_shard(load_sweep(sweep_file), index, count)
+    if dry_run:
+        _print_plan(configs, out_dir)
+        return
+    _run_configs(configs, out_dir, force, quiet)
+
+
+def _print_plan(configs: list[RunConfig], out_dir: str) -> None:
+    """One line per run (id, status, images, estimated seconds), then the totals."""
+    from .runner import plan
+
+    planned = plan(configs, out_dir)
+    for p in planned:
+        cost = f"~{p.estimate_s:.0f}s" if p.estimate_s is not None else ("-" if p.status == "done" else "no estimate")
+        console.print(f"{p.resolved.run_id}  {p.status:<7}  {p.resolved.n_synthetic} images  {cost}", markup=False)
+    todo = [p for p in planned if p.status != "done"]
+    known = sum(p.estimate_s for p in todo if p.estimate_s is not None)
+    console.print(f"{len(planned)} runs: {len(planned) - len(todo)} done, {len(todo)} to do or partial, "
+                  f"{sum(p.resolved.n_synthetic for p in todo)} images to make; estimated {known:.0f}s for the "
+                  f"{sum(p.estimate_s is not None for p in todo)} with finished runs to go by", markup=False)
 
 
 @cli.command("report")

@@ -425,3 +425,44 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@dataclass
+class PlannedRun:
+    """A run of a grid as `sweep --dry-run` shows it: its id, status, images and estimated seconds."""
+
+    resolved: ResolvedRun
+    status: str                # done, partial (a checkpoint to resume) or to do
+    estimate_s: float | None   # from finished runs of the same method and dataset, when there are any
+
+
+def plan(configs: Sequence[RunConfig], out_dir: str | Path = "results") -> list[PlannedRun]:
+    """What a grid would do, without running anything: each run's status in `out_dir` and, for runs
+    still to do, seconds estimated as images x the seconds per image of finished runs of the same
+    method and dataset."""
+    out_dir = Path(out_dir)
+    finished = read_runs(out_dir)
+    per_image: dict[tuple[str, str], tuple[float, int]] = {}
+    for row in finished.values():
+        try:
+            seconds, images = float(row.get("total_s") or "nan"), int(float(row.get("n_synthetic") or 0))
+        except ValueError:
+            continue
+        if row.get("status") == "ok" and math.isfinite(seconds) and images > 0:
+            total, count = per_image.get((row["method"], row["dataset"]), (0.0, 0))
+            per_image[(row["method"], row["dataset"])] = (total + seconds, count + images)
+    planned = []
+    for config in configs:
+        res = resolve(config, need_data=False)
+        prior = finished.get(res.run_id)
+        if prior and prior.get("status") in FINISHED:
+            status = "done"
+        elif (out_dir / "runs" / res.run_id / "checkpoint.pt").exists():
+            status = "partial"
+        else:
+            status = "to do"
+        rate = per_image.get((res.method_cls.name, res.spec.name))
+        estimate = rate[0] / rate[1] * res.n_synthetic if rate and status != "done" else None
+        planned.append(PlannedRun(res, status, estimate))
+    return planned
+
