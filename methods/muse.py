@@ -218,7 +218,7 @@ class Muse(Nayer):
         tap = self.teacher_tap
         cam = class_activation_map(tap.conv_map, tap.classifier.weight, labels, view.shape[-1],
                                    min_peak=self.hp.cam_min_peak)
-        fill = torch.tensor(self.ctx.spec.mean, device=view.device) if self.hp.cam_fill == "mean" else None
+        fill = self.ctx.normalize.mean.view(-1) if self.hp.cam_fill == "mean" else None
         with self.ctx.autocast():
             logits = self.ctx.teacher(self.teacher_input(cam_masked(view, cam, fill))).float()
         return F.cross_entropy(logits, labels)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-import random
-
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -31,7 +29,7 @@ class SyntheticBank:
         self._images: dict[int, torch.Tensor] = {}
         self._labels: dict[int, torch.Tensor] = {}
         self._count: dict[int, int] = {}
-        self._rng: random.Random | None = None  # the multi-resolution split (host side)
+        self._rng: np.random.Generator | None = None  # the multi-resolution split (host side)
 
     def __len__(self) -> int:
         return sum(self._count.values())
@@ -78,7 +76,7 @@ class SyntheticBank:
         Nothing here reads the device. One resolution: indices from `generator` over the whole
         bank. Several: how many images come from each resolution is multinomial in the stored
         counts (what uniform sampling over all images gives); that split is drawn on the host by
-        the bank's own `random.Random` (seeded from `generator.initial_seed()` on first use, saved
+        the bank's own numpy generator (seeded from `generator.initial_seed()` on first use, saved
         in `state_dict`), so the group sizes are host ints; the indices within each resolution then
         come from `generator` on its device.
         """
@@ -103,20 +101,19 @@ class SyntheticBank:
         return [(x, y)]
 
     def _split(self, batch_size: int, resolutions: list[int], generator: torch.Generator | None) -> list[int]:
-        """Multinomial(batch_size, stored count / total) over `resolutions`, drawn on the host."""
+        """Multinomial(batch_size, stored count / total) over `resolutions`, drawn on the host in one
+        call (no per-sample loop)."""
         if self._rng is None:
-            self._rng = random.Random(generator.initial_seed() if generator is not None else torch.initial_seed())
-        cum = list(itertools.accumulate(self._count[r] for r in resolutions))
-        split = [0] * len(resolutions)
-        for r in self._rng.choices(range(len(resolutions)), cum_weights=cum, k=batch_size):
-            split[r] += 1
-        return split
+            self._rng = np.random.default_rng(generator.initial_seed() if generator is not None
+                                              else torch.initial_seed())
+        counts = np.array([self._count[r] for r in resolutions], dtype=np.float64)
+        return self._rng.multinomial(batch_size, counts / counts.sum()).tolist()
 
     def state_dict(self) -> dict:
         state = {"images": {r: self.images(r).cpu() for r in self.resolutions},
                  "labels": {r: self.labels(r).cpu() for r in self.resolutions}}
         if self._rng is not None:
-            state["split_rng"] = self._rng.getstate()
+            state["split_rng"] = self._rng.bit_generator.state
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -125,8 +122,8 @@ class SyntheticBank:
         self._count = {int(r): t.shape[0] for r, t in state["labels"].items()}
         self._rng = None
         if state.get("split_rng") is not None:
-            self._rng = random.Random()
-            self._rng.setstate(state["split_rng"])
+            self._rng = np.random.default_rng()
+            self._rng.bit_generator.state = state["split_rng"]
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -81,6 +81,7 @@ class Method:
         self.rounds_done = 0
         self.round = RoundInfo(index=0, epoch=0, images=0, warmup=hparams.warmup_rounds > 0, kd_steps=0)
         self._hooks: list[Any] = []
+        self._augments: dict[str, Augment] = {}
 
     def track(self, hooks: HookT) -> HookT:
         """Remember an object holding forward hooks (it has `remove()`) so `close()` detaches it."""
@@ -117,9 +118,12 @@ class Method:
     def augmentation(self, phase: str) -> Augment:
         """The phase's augmentation ("synthesis" or "kd"): the hyper-parameter if set, else the
         references' for the dataset's size (engine.augment.default_augment)."""
-        text = self.hp.synth_aug if phase == "synthesis" else self.hp.kd_aug
-        spec = self.ctx.spec
-        return Augment(text or default_augment(spec.input_size, phase), spec.input_size, spec.hflip)
+        if phase not in self._augments:
+            text = self.hp.synth_aug if phase == "synthesis" else self.hp.kd_aug
+            spec = self.ctx.spec
+            self._augments[phase] = Augment(text or default_augment(spec.input_size, phase), spec.input_size,
+                                            spec.hflip)
+        return self._augments[phase]
 
     def synthesis_view(self, images: torch.Tensor) -> torch.Tensor:
         """New images as the generator loss sees them (augmented for the synthesis phase)."""
