@@ -197,6 +197,7 @@ class RunConfig:
     smoke: bool = False                 # a handful of steps per phase: checks a setup end to end
     protocol: str = "equal"             # budget protocol: equal (the suite's) or paper (the reference's)
     amp: str = "bf16"                   # mixed precision on CUDA: bf16 autocast, or off (fp32 like the references)
+    time_budget: float | None = None    # seconds of synthesis + KD; the ratio is then a cap on the images
     overrides: dict[str, str] = field(default_factory=dict)
 
 

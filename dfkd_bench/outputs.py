@@ -13,7 +13,7 @@ import torch
 RUNS_COLUMNS = [
     "run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed", "n_synthetic",
     "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "peak_mem_mb", "device",
-    "status", "error", "started_at", "version", "smoke", "protocol",
+    "status", "error", "started_at", "version", "smoke", "protocol", "time_budget",
 ]
 
 
@@ -65,3 +65,14 @@ def write_samples(path: Path, images: torch.Tensor, nrow: int = 16) -> None:
     if images.dtype == torch.uint8:
         images = images.float() / 255
     save_image(images.cpu(), path, nrow=nrow, padding=1)
+
+
+def write_sample_arrays(path: Path, images: torch.Tensor, labels: torch.Tensor, class_names: Iterable[str]) -> None:
+    """samples.npz: uint8 images (N, C, H, W), their labels and the dataset's class names, so figures
+    can label each synthetic image without torch or the dataset."""
+    import numpy as np
+
+    if images.dtype != torch.uint8:
+        images = (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    np.savez_compressed(path, images=images.cpu().numpy(), labels=labels.cpu().numpy().astype(np.int64),
+                        class_names=np.array(list(class_names), dtype=str))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import logging
 import math
 import os
@@ -19,13 +20,14 @@ from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
 from .schedule import PROTOCOLS, ReferenceSchedule, Schedule, paper_schedule
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
+from .engine.budget import TimeBudget
 from .engine.checkpoint import save_atomic
 from .data.split import EvalSplit
 from .engine.evaluate import accuracy
 from .engine.timing import peak_memory_mb
 from .errors import UserError
 from .models import MODELS, create_model
-from .outputs import read_runs, write_curve, write_json, write_run_row, write_samples
+from .outputs import read_runs, write_curve, write_json, write_run_row, write_sample_arrays, write_samples
 from .plugins import METHODS
 from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
 
@@ -63,15 +65,17 @@ class ResolvedRun:
                 **({"teacher_weights": c.teacher_weights} if c.teacher_weights else {}),
                 **({"smoke": True} if c.smoke else {}),
                 **({"protocol": c.protocol} if c.protocol != "equal" else {}),
-                **({"amp": c.amp} if c.amp != "bf16" else {})}
+                **({"amp": c.amp} if c.amp != "bf16" else {}),
+                **({"time_budget": c.time_budget} if c.time_budget else {})}
 
     @property
     def run_id(self) -> str:
-        """<method>-<dataset>-r<ratio>-<res>px-s<seed>-<hash of everything but the seed>, so runs that
-        differ only in seed share the hash (the report groups seeds by it)."""
+        """<method>-<dataset>-r<ratio>-<res>px[-b<budget>s]-s<seed>-<hash of everything but the seed>, so
+        runs that differ only in seed share the hash (the report groups seeds by it)."""
         c = self.config
         variant = {k: v for k, v in self.identity().items() if k != "seed"}
-        return f"{self.method_cls.name}-{self.spec.name}-r{c.ratio:g}-{self.resolution_label}px-s{c.seed}-" \
+        budget = f"-b{c.time_budget:g}s" if c.time_budget else ""
+        return f"{self.method_cls.name}-{self.spec.name}-r{c.ratio:g}-{self.resolution_label}px{budget}-s{c.seed}-" \
                f"{stable_hash(variant, 8)}"
 
 
@@ -187,6 +191,9 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
             check(r)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {config.teacher_checkpoint} does not exist")
+    if config.time_budget is not None and not (isinstance(config.time_budget, (int, float))
+                                               and math.isfinite(config.time_budget) and config.time_budget > 0):
+        raise UserError(f"--time-budget must be a positive number of seconds (synthesis + KD), got {config.time_budget}")
     if config.amp not in AMP_MODES:
         raise UserError(f"unknown --amp {config.amp!r}; choose from: {', '.join(AMP_MODES)}")
     if config.teacher_checkpoint and config.teacher_weights:
@@ -240,8 +247,9 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
                         label_embeddings_loader=_label_embedding_loader(resolved))
     method = resolved.method_cls(ctx, resolved.hparams)
     hook = (lambda r, n, state: on_round(resolved, r, n, state)) if on_round else None
+    budget = TimeBudget(cfg.time_budget) if cfg.time_budget else None
     run = DistillationRun(method, ctx, test_split, resolved.schedule,
-                          checkpoint_path=run_dir / "checkpoint.pt", on_round=hook)
+                          checkpoint_path=run_dir / "checkpoint.pt", on_round=hook, time_budget=budget)
     try:
         run.try_resume()
         return run.run(), ctx
@@ -256,7 +264,7 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
-            "protocol": c.protocol}
+            "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else ""}
 
 
 def _device_name(device: torch.device) -> str:
@@ -313,7 +321,10 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         write_curve(run_dir / "curve.csv", outcome.curve)
         bank = outcome.bank
         if bank is not None and len(bank):
-            write_samples(run_dir / "samples.png", bank.images(bank.resolutions[-1])[:64])
+            shown = bank.resolutions[-1]  # the latest 64 images: the generator at its most trained
+            write_samples(run_dir / "samples.png", bank.images(shown)[-64:])
+            write_sample_arrays(run_dir / "samples.npz", bank.images(shown)[-64:], bank.labels(shown)[-64:],
+                                resolved.spec.class_names)
         save_atomic({"arch": resolved.student, "num_classes": resolved.spec.num_classes,
                      "state_dict": ctx.student.state_dict()}, run_dir / "student.pt")
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
@@ -328,18 +339,17 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
 def expand(methods: Sequence[str], base: RunConfig, ratios: Sequence[float] = (),
            resolutions: Sequence[int | None] = (None,), seeds: Sequence[int] = (),
            pairs: Sequence[tuple[str | None, str | None]] = ((None, None),),
-           overrides: dict[str, dict[str, str]] | None = None) -> list[RunConfig]:
-    """The grid of run configurations (methods x pairs x ratios x resolutions x seeds)."""
+           overrides: dict[str, dict[str, str]] | None = None,
+           time_budgets: Sequence[float | None] = ()) -> list[RunConfig]:
+    """The grid of run configurations (methods x pairs x ratios x resolutions x time budgets x seeds)."""
     configs = []
-    for method in methods:
-        for teacher, student in pairs:
-            for ratio in (ratios or [base.ratio]):
-                for res in resolutions:
-                    for seed in (seeds or [base.seed]):
-                        configs.append(replace(base, method=method, ratio=ratio, seed=seed,
-                                               resolution=res if res is not None else base.resolution,
-                                               teacher=teacher or base.teacher, student=student or base.student,
-                                               overrides=dict((overrides or {}).get(method, base.overrides))))
+    for method, (teacher, student), ratio, res, budget, seed in itertools.product(
+            methods, pairs, ratios or [base.ratio], resolutions, time_budgets or [base.time_budget],
+            seeds or [base.seed]):
+        configs.append(replace(base, method=method, ratio=ratio, seed=seed, time_budget=budget,
+                               resolution=res if res is not None else base.resolution,
+                               teacher=teacher or base.teacher, student=student or base.student,
+                               overrides=dict((overrides or {}).get(method, base.overrides))))
     return configs
 
 
@@ -396,11 +406,11 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (), out: str | Path = "results",
         device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
         teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
-        smoke: bool = False, protocol: str = "equal", amp: str = "bf16", dry_run: bool = False, force: bool = False,
-        **callbacks: Any) -> list[Any]:
+        smoke: bool = False, protocol: str = "equal", amp: str = "bf16", time_budget: float | Sequence[float] | None = None,
+        dry_run: bool = False, force: bool = False, **callbacks: Any) -> list[Any]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
-    Lists sweep (ratios, seeds, resolutions, pairs); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
+    Lists sweep (ratios, seeds, resolutions, pairs, time budgets); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
     are passed to `run_many` (on_round, on_start, on_done, log). With `dry_run` nothing runs: the
     resolved runs come back (each with its `schedule`), no teacher, data or device work needed.
     """
@@ -415,7 +425,7 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
                      label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol, amp=amp)
     configs = expand(names, base, ratios=_as_list(ratio), resolutions=_as_list(resolution) or [None],
                      seeds=_as_list(seed), pairs=list(pairs) or [(None, None)],
-                     overrides=parse_set_options(list(sets), names))
+                     overrides=parse_set_options(list(sets), names), time_budgets=_as_list(time_budget))
     if dry_run:
         return [resolve(c, need_data=False) for c in configs]
     return run_many(configs, out, force=force, **callbacks)
@@ -439,7 +449,7 @@ class PlannedRun:
 def plan(configs: Sequence[RunConfig], out_dir: str | Path = "results") -> list[PlannedRun]:
     """What a grid would do, without running anything: each run's status in `out_dir` and, for runs
     still to do, seconds estimated as images x the seconds per image of finished runs of the same
-    method and dataset."""
+    method and dataset (at most its time budget)."""
     out_dir = Path(out_dir)
     finished = read_runs(out_dir)
     per_image: dict[tuple[str, str], tuple[float, int]] = {}
@@ -463,6 +473,9 @@ def plan(configs: Sequence[RunConfig], out_dir: str | Path = "results") -> list[
             status = "to do"
         rate = per_image.get((res.method_cls.name, res.spec.name))
         estimate = rate[0] / rate[1] * res.n_synthetic if rate and status != "done" else None
+        budget = res.config.time_budget
+        if budget and status != "done":  # a budgeted run stops at its budget (within about a round)
+            estimate = min(estimate, budget) if estimate is not None else float(budget)
         planned.append(PlannedRun(res, status, estimate))
     return planned
 

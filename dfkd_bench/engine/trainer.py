@@ -11,6 +11,7 @@ import torch
 
 from . import checkpoint
 from .bank import SyntheticBank
+from .budget import TimeBudget, cosine_tail
 from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import accuracy
@@ -58,13 +59,7 @@ class RunState:
     curve: list[CurvePoint] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     last_loss: float = float("nan")
-
-
-def _cosine(total_steps: int, min_ratio: float) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        progress = min(step, total_steps) / max(1, total_steps)
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
+    stopped_at: int | None = None  # the round a time budget stopped the run before (None: not stopped)
 
 
 def kd_schedule(kd_steps: int, synth_batch: int, n_total: int, kd_rounds: int) -> list[int]:
@@ -82,7 +77,7 @@ class DistillationRun:
 
     def __init__(self, method: Method, ctx: MethodContext, test_split: EvalSplit,
                  schedule: Schedule | int, checkpoint_path: str | Path | None = None,
-                 on_round: RoundCallback | None = None) -> None:
+                 on_round: RoundCallback | None = None, time_budget: TimeBudget | None = None) -> None:
         hp = method.hp
         self.method, self.ctx, self.hp = method, ctx, hp
         self.test_split = test_split.to(ctx.device, RESIDENT_TEST_BYTES)
@@ -91,11 +86,12 @@ class DistillationRun:
         self.total_kd_steps = self.schedule.kd_steps
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
+        self.time_budget = time_budget
         self.bank = SyntheticBank(ctx.device)
         params = list(ctx.student.parameters()) + method.student_parameters()
         self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           _cosine(self.schedule.lr_steps, hp.lr_min_ratio))
+                                                           cosine_tail(1.0, hp.lr_min_ratio, self.schedule.lr_steps))
         self.distiller = Distiller(ctx, method, self.optimizer,
                                    None if self.schedule.lr_per_epoch else self.scheduler)
         self.state = RunState()
@@ -145,10 +141,33 @@ class DistillationRun:
         if not math.isfinite(loss):
             raise Diverged(f"student loss became {loss}")
 
+    def _out_of_time(self, rounds_done: int) -> bool:
+        """At a round boundary: has the time budget (if any) run out, final KD included?"""
+        if self.time_budget is None or rounds_done == 0:
+            return False
+        return self.time_budget.exhausted(self.schedule, rounds_done, self.timer.get("synth"), self.timer.get("kd"))
+
+    def _final_kd_steps(self) -> int:
+        """The schedule's final KD steps, or, for a run its budget stopped, those scaled to the images
+        made, with the student's cosine re-laid to anneal over them."""
+        if self.state.stopped_at is None:
+            return self.schedule.final_kd_steps
+        steps = TimeBudget.scaled_final_steps(self.schedule, self.state.stopped_at)
+        if steps > 0 and not self.schedule.lr_per_epoch:
+            current = self.scheduler.get_last_lr()[0] / max(self.scheduler.base_lrs[0], 1e-12)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, cosine_tail(current, self.hp.lr_min_ratio, steps))
+            self.distiller.scheduler = self.scheduler
+        return steps
+
     def run(self) -> RunOutcome:
-        """Run (or finish) all rounds and the final KD steps; checkpoint after each round."""
+        """Run (or finish) all rounds and the final KD steps; checkpoint after each round. Under a time
+        budget the rounds stop early (checked before each round) and the final KD is scaled down."""
         while self.state.next_round < self.rounds:
             r = self.state.next_round
+            if self._out_of_time(r):
+                self.state.stopped_at = r
+                break
             info = self.schedule.rounds[r]
             self.method.begin_round(info)
             with self.timer.phase("synth"):
@@ -169,11 +188,13 @@ class DistillationRun:
             self._save()
             if self.on_round:
                 self.on_round(r + 1, self.rounds, self.state)
-        if self.schedule.final_kd_steps > 0:
-            self._distil(self.schedule.final_kd_steps)
-            self._evaluate(self.rounds)
-        elif not self.state.curve or self.state.curve[-1].round != self.rounds:
-            self._evaluate(self.rounds)
+        rounds_run = self.state.next_round
+        final = self._final_kd_steps()
+        if final > 0:
+            self._distil(final)
+            self._evaluate(rounds_run)
+        elif not self.state.curve or self.state.curve[-1].round != rounds_run:
+            self._evaluate(rounds_run)
         self.state.seconds = self.timer.seconds
         return RunOutcome(self.state.curve[-1].student_acc, len(self.bank), dict(self.timer.seconds),
                           list(self.state.curve), self.bank)
