@@ -30,6 +30,7 @@ from .models import MODELS, create_model
 from .outputs import read_runs, write_curve, write_json, write_run_row, write_sample_arrays, write_samples
 from .plugins import METHODS
 from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
+from .tracking import RunTracker, check_trackers
 
 FINISHED = ("ok", "diverged")
 AMP_MODES = ("bf16", "off")
@@ -230,8 +231,9 @@ def _label_embedding_loader(resolved: ResolvedRun) -> Callable[[], torch.Tensor]
 
 
 def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSplit, run_dir: Path,
-            on_round: RoundHook | None = None) -> tuple[Any, MethodContext]:
-    """Build student, method and context with the run's seed, resume if possible, and run all rounds."""
+            on_round: RoundHook | None = None, tracker: RunTracker | None = None) -> tuple[Any, MethodContext]:
+    """Build student, method and context with the run's seed, resume if possible, and run all rounds
+    (mirrored round by round into `tracker` when one is given)."""
     cfg, spec, device = resolved.config, resolved.spec, resolved.device
     torch.manual_seed(cfg.seed)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -246,12 +248,19 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
                         amp_dtype=torch.bfloat16 if cuda and cfg.amp == "bf16" else None, channels_last=cuda,
                         label_embeddings_loader=_label_embedding_loader(resolved))
     method = resolved.method_cls(ctx, resolved.hparams)
-    hook = (lambda r, n, state: on_round(resolved, r, n, state)) if on_round else None
+    def hook(r: int, n: int, state: Any) -> None:
+        if on_round:
+            on_round(resolved, r, n, state)
+        if tracker:
+            tracker.round(r, state, run.bank, method.loss_terms)
+
     budget = TimeBudget(cfg.time_budget) if cfg.time_budget else None
     run = DistillationRun(method, ctx, test_split, resolved.schedule,
                           checkpoint_path=run_dir / "checkpoint.pt", on_round=hook, time_budget=budget)
     try:
         run.try_resume()
+        if tracker:
+            tracker.points_logged = len(run.state.curve)  # a resumed run logged those before
         return run.run(), ctx
     finally:
         method.close()
@@ -274,8 +283,9 @@ def _device_name(device: torch.device) -> str:
 
 
 def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card: TeacherCard, test_split: EvalSplit,
-            on_round: RoundHook | None = None) -> dict[str, Any]:
+            on_round: RoundHook | None = None, trackers: Sequence[str] = ()) -> dict[str, Any]:
     """Run (or resume) one resolved run, write its folder and its runs.csv row; returns the row.
+    `trackers` (tensorboard, wandb) mirror it live under its run_id.
 
     A diverged run is recorded as `diverged`, any other exception as `failed`; KeyboardInterrupt
     propagates and leaves the checkpoint for the next call to resume from.
@@ -301,8 +311,10 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         if on_round:
             on_round(res, r, n, state)
 
+    tracker = RunTracker(trackers, out_dir, resolved.run_id, {**resolved.identity(), "run_id": resolved.run_id}) \
+        if trackers else None
     try:
-        outcome, ctx = execute(resolved, teacher, test_split, run_dir, logged)
+        outcome, ctx = execute(resolved, teacher, test_split, run_dir, logged, tracker)
     except Diverged as exc:
         row.update(status="diverged", error=str(exc), student_acc="nan")
         log.info("diverged: %s", exc)
@@ -329,7 +341,11 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
                      "state_dict": ctx.student.state_dict()}, run_dir / "student.pt")
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
         log.info("done: student %.2f%% seconds %s", outcome.student_acc, sec)
+        if tracker:
+            tracker.finish(outcome.curve, bank, outcome.curve[-1].round, row)
     finally:
+        if tracker:
+            tracker.close()
         log.removeHandler(handler)
         handler.close()
     write_run_row(out_dir, row)
@@ -356,9 +372,11 @@ def expand(methods: Sequence[str], base: RunConfig, ratios: Sequence[float] = ()
 def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", force: bool = False,
              on_round: RoundHook | None = None, on_start: Callable[[ResolvedRun], None] | None = None,
              on_done: Callable[[ResolvedRun, dict[str, Any], bool], None] | None = None,
-             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
-    """Validate every config first, then run each (finished runs are read back, not redone)."""
+             log: Callable[[str], None] | None = None, trackers: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Validate every config first, then run each (finished runs are read back, not redone); `trackers`
+    (tensorboard, wandb) mirror each run live."""
     out_dir = Path(out_dir)
+    trackers = check_trackers(trackers)
     sources: Sources = {}
     resolved = [resolve(c, sources) for c in configs]
     finished = read_runs(out_dir)
@@ -393,7 +411,7 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
             teachers[teacher_key] = (teacher, card)
         if on_start:
             on_start(res)
-        row = run_one(res, out_dir, teacher, card, splits[split_key], on_round)
+        row = run_one(res, out_dir, teacher, card, splits[split_key], on_round, trackers)
         rows.append(row)
         if on_done:
             on_done(res, row, False)
@@ -407,11 +425,12 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
         teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
         smoke: bool = False, protocol: str = "equal", amp: str = "bf16", time_budget: float | Sequence[float] | None = None,
-        dry_run: bool = False, force: bool = False, **callbacks: Any) -> list[Any]:
+        dry_run: bool = False, force: bool = False, trackers: Sequence[str] = (), **callbacks: Any) -> list[Any]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
     Lists sweep (ratios, seeds, resolutions, pairs, time budgets); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
-    are passed to `run_many` (on_round, on_start, on_done, log). With `dry_run` nothing runs: the
+    are passed to `run_many` (on_round, on_start, on_done, log); `trackers` names live loggers
+    (tensorboard, wandb). With `dry_run` nothing runs: the
     resolved runs come back (each with its `schedule`), no teacher, data or device work needed.
     """
     names = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
@@ -428,7 +447,7 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
                      overrides=parse_set_options(list(sets), names), time_budgets=_as_list(time_budget))
     if dry_run:
         return [resolve(c, need_data=False) for c in configs]
-    return run_many(configs, out, force=force, **callbacks)
+    return run_many(configs, out, force=force, trackers=trackers, **callbacks)
 
 
 def _as_list(value: Any) -> list[Any]:

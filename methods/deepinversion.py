@@ -161,16 +161,16 @@ class DeepInversion(Method):
         if self.ctx.channels_last:
             x_in = x_in.contiguous(memory_format=torch.channels_last)
         t_logits, bn, ce = teacher_terms(self.ctx, self.bn_loss, x_in, labels)
-        loss = hp.ce * ce + hp.r_feature * bn + hp.tv_l2 * tv_l2 + hp.tv_l1 * tv_l1
         if hp.l2_reduction == "mean":
             l2 = torch.linalg.vector_norm(x.flatten(1), dim=1).mean()
         else:
             l2 = torch.linalg.vector_norm(x)
-        loss = loss + hp.l2 * l2
+        terms = {"ce": hp.ce * ce, "bn": hp.r_feature * bn, "tv_l2": hp.tv_l2 * tv_l2, "tv_l1": hp.tv_l1 * tv_l1,
+                 "l2": hp.l2 * l2}
         if hp.adi > 0 and not self.in_warmup and self.rounds_done > 0:
             s_logits = student_logits(self.ctx, x_in)
-            loss = loss + hp.adi * (1 - js_divergence(s_logits, t_logits, hp.adi_temperature))
-        return loss
+            terms["adi"] = hp.adi * (1 - js_divergence(s_logits, t_logits, hp.adi_temperature))
+        return sum(self.record_terms("synth", terms).values())
 
     def _lr(self, step: int, steps: int) -> float:
         """Linear warm-up over `lr_warmup` steps, then cosine to 0 over the rest (`steps` in all)."""

@@ -173,10 +173,10 @@ class Fast(Method):
             images = self.synthesis_view(images)
         x = self.teacher_input(images)
         t_logits, bn, ce = teacher_terms(ctx, self.bn_loss, x, labels)
-        loss = hp.oh * ce + hp.bn * bn
+        terms = {"ce": hp.oh * ce, "bn": hp.bn * bn}
         if hp.adv > 0 and (hp.adv_in_warmup or not self.in_warmup):
-            loss = loss + hp.adv * student_adversarial(ctx, x, t_logits)
-        return loss
+            terms["adv"] = hp.adv * student_adversarial(ctx, x, t_logits)
+        return sum(self.record_terms("synth", terms).values())
 
     def synthesize(self, n: int) -> SyntheticBatch:
         hp, ctx = self.hp, self.ctx

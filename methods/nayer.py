@@ -235,7 +235,7 @@ class Nayer(Method):
 
     def _generator_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The generator loss: the sum of `_generator_terms`."""
-        return sum(self._generator_terms(images, labels).values())
+        return sum(self.record_terms("synth", self._generator_terms(images, labels)).values())
 
     def synthesize(self, n: int) -> SyntheticBatch:
         """One round: g_steps Adam steps on generator + noisy layers, the lowest-loss batch kept.

@@ -26,7 +26,8 @@ class Distiller:
             with torch.no_grad():
                 t_logits = ctx.teacher(x)
             s_logits = ctx.student(x)
-        terms = self.method.student_loss(images, labels, s_logits.float(), t_logits.float())
+        terms = self.method.record_terms("kd", self.method.student_loss(images, labels, s_logits.float(),
+                                                                       t_logits.float()))
         return sum(terms.values())
 
     def train(self, bank: SyntheticBank, steps: int, batch_size: int) -> float:

@@ -82,6 +82,14 @@ class Method:
         self.round = RoundInfo(index=0, epoch=0, images=0, warmup=hparams.warmup_rounds > 0, kd_steps=0)
         self._hooks: list[Any] = []
         self._augments: dict[str, Augment] = {}
+        self.loss_terms: dict[str, torch.Tensor] = {}  # the latest value of each loss term, for live tracking
+
+    def record_terms(self, phase: str, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep each term's latest value (detached, on the device: no host sync) as `phase/name`, for
+        `--log` trackers to read at round boundaries; returns `terms` unchanged."""
+        for name, value in terms.items():
+            self.loss_terms[f"{phase}/{name}"] = value.detach()
+        return terms
 
     def track(self, hooks: HookT) -> HookT:
         """Remember an object holding forward hooks (it has `remove()`) so `close()` detaches it."""
