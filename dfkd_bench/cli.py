@@ -117,8 +117,9 @@ class RunPrinter:
             return
         tag = "cached" if cached else row.get("status")
         acc = row.get("student_acc") or "-"
+        budget = f" budget={row['time_budget']}s ({row.get('n_synthetic')} images)" if row.get("time_budget") else ""
         self.progress.console.print(
-            f"{row['method']:<14} {row['dataset']} ratio={row['ratio']} res={row['resolution']} seed={row['seed']}: "
+            f"{row['method']:<14} {row['dataset']} ratio={row['ratio']} res={row['resolution']}{budget} seed={row['seed']}: "
             f"student {acc}% (teacher {row.get('teacher_acc')}%) synth {row.get('synth_s') or '-'}s "
             f"kd {row.get('kd_s') or '-'}s total {row.get('total_s') or '-'}s [{tag}]"
             + (f" {row.get('error')}" if row.get("error") else ""), markup=False)
@@ -193,6 +194,10 @@ def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None
               help="equal: same student steps per image for every method; paper: each reference's own schedule.")
 @click.option("--amp", default="bf16", show_default=True, type=click.Choice(["bf16", "off"]),
               help="Mixed precision on CUDA (off: fp32 everywhere, as the reference code runs).")
+@click.option("--time-budget", default=None,
+              help="Seconds of synthesis + KD per run (a list sweeps); --ratio then caps the images.")
+@click.option("--log", "trackers", default=None,
+              help="Live tracking: tensorboard and/or wandb (comma-separated; extras of the same names).")
 @click.option("--dry-run", is_flag=True, help="Print each run's schedule (rounds, images, KD steps, resets); run nothing.")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
@@ -201,7 +206,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             resolutions: str | None, seed: str, out_dir: str, device: str, data_root: str | None,
             classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
             sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
-            dry_run: bool, force: bool, quiet: bool) -> None:
+            time_budget: str | None, trackers: str | None, dry_run: bool, force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from .runner import bank_bytes, run
 
@@ -224,7 +229,8 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
                    teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
                    label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol,
-                   amp=amp, dry_run=dry_run, force=force, **printer.callbacks())
+                   amp=amp, time_budget=_split(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
+                   trackers=_split(trackers, str, "--log"), **printer.callbacks())
     if dry_run:
         for res in rows:
             console.print(f"{res.run_id}: {res.method_cls.name} {res.spec.name} ratio={res.config.ratio:g} "
@@ -256,19 +262,72 @@ def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: boo
 @click.option("--dry-run", is_flag=True, help="List every run with its id, status and estimated cost; run nothing.")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
+@click.option("--launcher", default="local", show_default=True, type=click.Choice(["local", "submitit"]),
+              help="local: run here; submitit: a SLURM job array, one shard per task (the spec's [launcher] table).")
+@click.option("--wait", is_flag=True, help="With --launcher submitit: wait for every task, then merge into --out.")
 def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
-              force: bool, quiet: bool) -> None:
+              force: bool, quiet: bool, launcher: str, wait: bool) -> None:
     """Run the grid of a TOML sweep file (see configs/); finished runs are skipped."""
     from .sweep import load_sweep, parse_shard
     from .sweep import shard as take_shard
 
     _load_plugins(plugins)
+    if launcher == "submitit":
+        _sweep_submitit(sweep_file, out_dir, shard, plugins, dry_run, force, wait)
+        return
+    if wait:
+        raise UserError("--wait goes with --launcher submitit; a --launcher local sweep always runs to the end")
     index, count = parse_shard(shard)
     configs = take_shard(load_sweep(sweep_file), index, count)
     if dry_run:
         _print_plan(configs, out_dir)
         return
     _run_configs(configs, out_dir, force, quiet)
+
+
+def _sweep_submitit(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
+                    force: bool, wait: bool) -> None:
+    """`sweep --launcher submitit`: submit the grid as a job array and say how to merge it, or wait and merge."""
+    from .launcher import load_launcher, submit_sweep
+    from .sweep import load_sweep
+
+    if shard:
+        raise UserError("--shard goes with --launcher local; --launcher submitit makes the shards itself "
+                        "(set how many with [launcher] tasks)")
+    settings = load_launcher(sweep_file)
+    if dry_run:
+        configs = load_sweep(sweep_file)
+        _print_plan(configs, out_dir)
+        console.print(settings.describe(len(configs)), markup=False)
+        return
+    wait = wait or settings.cluster == "debug"  # the debug executor runs tasks only when waited for
+    if force and not wait:
+        raise UserError("--force with --launcher submitit needs --wait, so that the merge replaces --out's "
+                        "older results")
+    root_plugins = click.get_current_context().find_root().params.get("plugins", ())
+    submission = submit_sweep(sweep_file, out_dir, settings, (*root_plugins, *plugins), force)
+    for line in submission.lines():
+        console.print(line, markup=False)
+    if wait:
+        _wait_and_merge(submission, force)
+
+
+def _wait_and_merge(submission: Any, force: bool) -> None:
+    """One line per task as it is collected, then the shard folders merged into --out; exit 1 when a task
+    raised or the merge found conflicts (everything else is still merged)."""
+    from .launcher import merge_shards, wait_for
+
+    outcomes = []
+    for outcome in wait_for(submission):
+        console.print(outcome.line(), markup=False)
+        outcomes.append(outcome)
+    merged = merge_shards(submission, outcomes, force)
+    conflicts = merged.conflicts if merged else []
+    for conflict in conflicts:
+        click.echo(conflict.line(), err=True)
+    console.print(merged.summary() if merged else "no shard folder holds a runs.csv; nothing merged", markup=False)
+    if conflicts or any(o.error for o in outcomes):
+        sys.exit(1)
 
 
 def _print_plan(configs: list[RunConfig], out_dir: str) -> None:
@@ -286,18 +345,31 @@ def _print_plan(configs: list[RunConfig], out_dir: str) -> None:
                   f"{sum(p.estimate_s is not None for p in todo)} with finished runs to go by", markup=False)
 
 
+def _deprecated(old: str, new: str) -> None:
+    """One `note:` line on stderr for an old spelling that still works for one release."""
+    click.echo(f"note: `{old}` is deprecated and will be removed; use `{new}`", err=True)
+
+
 @cli.command("report")
-@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
+@click.option("--results", "results_dir", default=None, type=click.Path(),
+              help="Output folder holding runs.csv.  [default: results]")
+@click.option("--out", "old_out", default=None, type=click.Path(), hidden=True,
+              help="Deprecated spelling of --results.")
 @click.option("--threshold", default=None, type=float, help="Add the seconds to first reach this accuracy (%).")
 @click.option("--format", "fmt", default="markdown", show_default=True,
               type=click.Choice(["markdown", "csv", "latex"]))
-def report_cmd(out_dir: str, threshold: float | None, fmt: str) -> None:
+def report_cmd(results_dir: str | None, old_out: str | None, threshold: float | None, fmt: str) -> None:
     """Summarise runs.csv over seeds (mean and std of accuracy, seconds per phase)."""
     from .report import read_runs_csv, summarize, to_markdown
-    from .report.tables import add_time_to_accuracy
+    from .report.tables import add_time_to_accuracy, require_runs_csv
 
-    if not (Path(out_dir) / "runs.csv").exists():
-        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --out DIR")
+    if old_out is not None:
+        if results_dir is not None:
+            raise UserError("report takes --results DIR; --out DIR is its deprecated spelling: give only --results")
+    out_dir = results_dir or old_out or "results"
+    require_runs_csv(out_dir)
+    if old_out is not None:
+        _deprecated("report --out DIR", "report --results DIR")
     df = read_runs_csv(out_dir)
     if threshold is not None:
         df = add_time_to_accuracy(df, out_dir, threshold)
@@ -418,7 +490,8 @@ def teachers_cmd() -> None:
 @click.option("--rows", default="method", show_default=True, help="runs.csv column(s) for rows, comma-separated.")
 @click.option("--cols", default="ratio", show_default=True, help="runs.csv column(s) for columns, comma-separated.")
 @click.option("--metric", default="student_acc", show_default=True,
-              help="student_acc, total_s (or synth_s, kd_s, eval_s, teacher_acc) or t<threshold>_s, e.g. t95_s.")
+              help="student_acc, total_s (or synth_s, kd_s, eval_s, teacher_acc), n_synthetic (images made) or "
+                   "t<threshold>_s, e.g. t95_s.")
 @click.option("--format", "fmt", default="markdown", show_default=True,
               type=click.Choice(["markdown", "latex", "csv"]))
 @click.option("--published", is_flag=True, help="Add published accuracy for the same dataset and teacher/student.")
@@ -480,22 +553,66 @@ def merge_cmd(inputs: tuple[str, ...], out_dir: str) -> None:
         sys.exit(1)
 
 
+PLOT_KINDS = ("time-accuracy", "resolution", "ratio-accuracy", "curves", "samples", "all")
+
+
 @cli.command("plot")
-@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
-@click.option("--to", "fig_dir", default=None, type=click.Path(), help="Folder for the PNGs (default OUT/figures).")
-def plot_cmd(out_dir: str, fig_dir: str | None) -> None:
-    """Accuracy-vs-time bubbles, accuracy-vs-ratio lines and per-run curves as PNG files."""
-    from .report import read_runs_csv
+@click.argument("kind", required=False, metavar="[KIND]", type=click.Choice(PLOT_KINDS))
+@click.option("--results", "results_dir", default=None, type=click.Path(),
+              help="Output folder holding runs.csv.  [default: results]")
+@click.option("--out", default=None, type=click.Path(),
+              help="FILE.png for one KIND, a folder for `all`.  [default: RESULTS/figures]")
+@click.option("--to", "old_to", default=None, type=click.Path(), hidden=True,
+              help="Deprecated: figure folder of the old `plot --out RESULTS --to FIGDIR`.")
+@click.option("--pdf", is_flag=True, help="Also write a PDF next to each PNG.")
+def plot_cmd(kind: str | None, results_dir: str | None, out: str | None, old_to: str | None, pdf: bool) -> None:
+    """Paper figures: time-accuracy bubbles, resolution bars, ratio-accuracy lines, training curves, samples.
+
+    KIND is one of time-accuracy, resolution, ratio-accuracy, curves, samples (written to --out FILE.png) or
+    `all` (each under its own name in the --out folder, skipping, with a note, kinds that have no data).
+    """
     from .report import plots
 
-    if not (Path(out_dir) / "runs.csv").exists():
-        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --out DIR")
-    df = read_runs_csv(out_dir)
-    target = Path(fig_dir) if fig_dir else Path(out_dir) / "figures"
-    for made in (plots.accuracy_vs_time(df, target / "accuracy_vs_time.png"),
-                 plots.accuracy_vs_ratio(df, target / "accuracy_vs_ratio.png"),
-                 plots.curves(out_dir, df, target / "curves.png")):
-        console.print(str(made))
+    old_spelling = kind is None
+    if old_spelling:
+        if results_dir is not None:
+            raise UserError("plot without KIND is the deprecated `plot --out RESULTS [--to FIGDIR]`; "
+                            "use `plot all --results RESULTS --out FIGDIR`")
+        kind, results_dir, out = "all", out or "results", old_to
+    elif old_to is not None:
+        raise UserError("--to belongs to the deprecated `plot --out RESULTS --to FIGDIR`; "
+                        f"use `plot {kind} --results RESULTS --out ...`")
+    results_dir = results_dir or "results"
+    res = plots.load_results(results_dir)
+    if old_spelling:
+        _deprecated("plot --out DIR [--to FIGDIR]", "plot all --results DIR --out FIGDIR")
+    if kind == "all":
+        written, skipped = plots.write_all(res, _plot_folder(out, results_dir), pdf)
+        for note in skipped:
+            click.echo(f"note: {note}", err=True)
+    else:
+        written = plots.write_one(res, kind, _plot_file(out, results_dir, plots.KINDS[kind]), pdf)
+    for path in written:
+        click.echo(str(path))
+
+
+def _plot_folder(out: str | None, results_dir: str) -> Path:
+    """The folder `plot all` writes into: --out, or RESULTS/figures."""
+    if out and Path(out).suffix.lower() in (".png", ".pdf"):
+        raise UserError(f"`plot all` writes several files: --out must be a folder, not {out}")
+    return Path(out) if out else Path(results_dir) / "figures"
+
+
+def _plot_file(out: str | None, results_dir: str, name: str) -> Path:
+    """The PNG one `plot KIND` writes: --out FILE.png, `name` in an --out folder, or RESULTS/figures/`name`."""
+    if not out:
+        return Path(results_dir) / "figures" / name
+    suffix = Path(out).suffix.lower()
+    if suffix == ".png":
+        return Path(out)
+    if suffix:
+        raise UserError(f"--out {out}: give a .png file (add --pdf for a PDF next to it) or a folder")
+    return Path(out) / name
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -16,13 +16,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "seeds", "pairs", "set", "device",
-        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke", "protocol", "amp"}
+        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke", "protocol", "amp",
+        "time_budgets", "launcher"}
 
 
-def load_sweep(path: str | Path) -> list[RunConfig]:
-    """Read a sweep file into run configurations (methods x pairs x ratios x resolutions x seeds)."""
-    from .runner import expand
-
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """A sweep file's TOML tables, top-level keys checked: shared by the grid and the [launcher] reader."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sweep file {path} does not exist")
@@ -33,6 +32,15 @@ def load_sweep(path: str | Path) -> list[RunConfig]:
     unknown = sorted(set(spec) - KEYS)
     if unknown:
         raise UserError(f"sweep file {path}: unknown keys {', '.join(unknown)}; choose from: {', '.join(sorted(KEYS))}")
+    return spec
+
+
+def load_sweep(path: str | Path) -> list[RunConfig]:
+    """Read a sweep file into run configurations (methods x pairs x ratios x resolutions x seeds)."""
+    from .runner import expand
+
+    path = Path(path)
+    spec = read_spec(path)
     methods = [m.lower() for m in spec.get("methods", [])]
     if not methods:
         raise UserError(f"sweep file {path} lists no methods")
@@ -44,11 +52,21 @@ def load_sweep(path: str | Path) -> list[RunConfig]:
                      smoke=bool(spec.get("smoke", False)), protocol=spec.get("protocol", "equal"),
                      amp=spec.get("amp", "bf16"))
     pairs = [tuple(p) for p in spec.get("pairs", [])] or [(None, None)]
-    grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides)
+    grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides,
+                time_budgets=_time_budgets(path, spec.get("time_budgets", [])))
     configs = expand(methods, base, resolutions=spec.get("resolutions", [None]), **grid)
     for multi in spec.get("multi_resolutions", []):
         configs += expand([m for m in methods if _is_multi(m)], replace(base, resolutions=tuple(int(r) for r in multi)), **grid)
     return configs
+
+
+def _time_budgets(path: Path, values: Any) -> list[float]:
+    """The spec's `time_budgets` (seconds, a list): each a positive number, else a one-line error."""
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+                                               for v in values):
+        raise UserError(f"sweep file {path}: time_budgets must be a list of positive seconds, e.g. [30, 60], "
+                        f"got {values!r}")
+    return [float(v) for v in values]
 
 
 def _is_multi(method: str) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -20,6 +21,7 @@ import dfkd_bench
 import dfkd_bench.teachers as teachers
 from dfkd_bench import Method, RunConfig, SyntheticBatch, register_method
 from dfkd_bench.cli import main
+from dfkd_bench.data import get_dataset
 from dfkd_bench.engine import Normalize
 from dfkd_bench.engine import checkpoint as ckpt
 from dfkd_bench.engine.evaluate import accuracy
@@ -29,7 +31,8 @@ from dfkd_bench.teachers import file_sha256, get_teacher, recipe_for, teacher_pa
 
 REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed",
                     "n_synthetic", "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s",
-                    "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke", "protocol"]
+                    "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke", "protocol",
+                    "time_budget"]
 N_SYNTHETIC = round(0.05 * 1437)  # ratio 0.05 of the digits training split
 ROUNDS = math.ceil(N_SYNTHETIC / 16)
 
@@ -83,8 +86,8 @@ def test_end_to_end_writes_every_output(e2e, digits_teacher, digits_data) -> Non
         assert row["run_id"].startswith(f"{row['method']}-digits-r0.05-32px-s0-")
 
         run_dir = out / "runs" / row["run_id"]
-        assert {p.name for p in run_dir.iterdir()} == {"config.json", "curve.csv", "samples.png", "log.txt",
-                                                       "student.pt"}  # the checkpoint is gone once done
+        assert {p.name for p in run_dir.iterdir()} == {"config.json", "curve.csv", "samples.png", "samples.npz",
+                                                       "log.txt", "student.pt"}  # the checkpoint is gone once done
         config = json.loads((run_dir / "config.json").read_text())
         assert config["run_id"] == row["run_id"] and config["method"] == row["method"]
         assert config["n_synthetic"] == N_SYNTHETIC and config["ratio"] == 0.05
@@ -104,6 +107,10 @@ def test_end_to_end_writes_every_output(e2e, digits_teacher, digits_data) -> Non
         with Image.open(run_dir / "samples.png") as img:
             assert img.format == "PNG"
             assert img.size == (16 * 33 + 1, 4 * 33 + 1)  # 64 images of 32 px, 16 a row, 1 px padding
+        arrays = np.load(run_dir / "samples.npz")
+        assert arrays["images"].dtype == np.uint8 and arrays["images"].shape == (64, 3, 32, 32)
+        assert list(arrays["class_names"]) == list(get_dataset("digits").class_names)
+        assert arrays["labels"].min() >= 0 and arrays["labels"].max() < 10
         log = (run_dir / "log.txt").read_text()
         assert f"round {ROUNDS}/{ROUNDS}" in log and "done:" in log
 

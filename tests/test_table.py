@@ -147,3 +147,27 @@ def test_pivot_imports_no_torch() -> None:
     names += [("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [n for n in names if "torch" in n]
     assert {n for n in names if n.startswith(".")} <= {"..errors", ".tables"}
+
+
+def test_time_budgeted_runs_never_share_a_cell_with_unbudgeted_ones(tmp_path: Path) -> None:
+    folder = write_results(tmp_path / "results")
+    df = pd.read_csv(folder / "runs.csv", dtype=str)
+    budgeted = [{**_row("fast", 1.0, seed, acc, "21.0"), "run_id": f"fast-b{budget}-s{seed}", "time_budget": budget}
+                for budget, accs in (("10", ["80.0", "82.0"]), ("20", ["90.0", "94.0"]))
+                for seed, acc in enumerate(accs)]
+    pd.concat([df, pd.DataFrame(budgeted)]).to_csv(folder / "runs.csv", index=False)
+    by_ratio = ok(["table", "--results", str(folder)])
+    assert "ratio=1" not in by_ratio and "4 time-budgeted" in by_ratio
+    assert md_cells(by_ratio)["fast"][:2] == ["91.0 ± 1.0 (3)", "**94.7 ± 0.8 (3)**"]
+    by_budget = md_cells(ok(["table", "--results", str(folder), "--cols", "time_budget"]))
+    assert by_budget["fast"] == ["**81.0 ± 1.4 (2)**", "**92.0 ± 2.8 (2)**"]  # alone in each column
+    assert "nayer" not in by_budget
+
+
+def test_images_made_is_a_metric_where_more_is_better(tmp_path: Path) -> None:
+    folder = write_results(tmp_path / "results")
+    df = pd.read_csv(folder / "runs.csv", dtype=str)
+    df.loc[df["method"] == "fast", "n_synthetic"] = "2000"
+    df.to_csv(folder / "runs.csv", index=False)
+    table = md_cells(ok(["table", "--results", str(folder), "--metric", "n_synthetic"]))
+    assert table["fast"][0] == "**2000.0 ± 0.0 (3)**" and table["nayer"][0] == "1000.0 ± 0.0 (3)"

@@ -144,5 +144,8 @@ def write_cached_split(folder: Path, batches: Iterable[tuple[torch.Tensor, torch
     np.save(tmp / "labels.npy", labels)
     (tmp / "meta.json").write_text(json.dumps({**meta, "count": count, "shape": [count, *image_shape]}, indent=2))
     shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # a concurrent writer (another job-array task) put the same split there first
+        shutil.rmtree(tmp, ignore_errors=True)
     return open_cached_split(folder)

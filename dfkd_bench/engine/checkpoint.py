@@ -10,10 +10,11 @@ import torch
 
 
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write to a temporary file and rename, so an interruption never leaves a torn checkpoint."""
+    """Write to a temporary file and rename, so an interruption never leaves a torn checkpoint (the
+    temporary name is per process, so concurrent writers of one cache file never collide)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 

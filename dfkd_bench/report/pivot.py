@@ -21,6 +21,7 @@ PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "assets" / "reference" 
 PUBLISHED_KEYS = ("method", "dataset", "teacher", "student")
 ACCURACY_METRICS = ("student_acc", "teacher_acc")
 SECONDS_METRICS = ("total_s", "synth_s", "kd_s", "eval_s")
+COUNT_METRICS = ("n_synthetic",)  # images made: under a time budget, how many a method gets done (more is better)
 _TTA = re.compile(r"^t(\d+(?:\.\d+)?)_s$")
 
 
@@ -71,14 +72,15 @@ def _label(value: Any) -> str:
 
 def metric_column(metric: str, threshold: float | None) -> tuple[str, float | None]:
     """The column a `--metric` reads and, for `t<threshold>_s`, the threshold it needs."""
-    if metric in ACCURACY_METRICS + SECONDS_METRICS:
+    if metric in ACCURACY_METRICS + SECONDS_METRICS + COUNT_METRICS:
         if threshold is not None:
             raise UserError(f"--threshold {threshold:g} is for --metric t<threshold>_s (e.g. t{threshold:g}_s), "
                             f"not {metric}")
         return metric, None
     m = _TTA.match(metric)
     if not m:
-        raise UserError(f"unknown metric {metric!r}; choose from {', '.join(ACCURACY_METRICS + SECONDS_METRICS)} "
+        raise UserError(f"unknown metric {metric!r}; choose from "
+                        f"{', '.join(ACCURACY_METRICS + SECONDS_METRICS + COUNT_METRICS)} "
                         f"or t<threshold>_s (e.g. t95_s)")
     named = float(m.group(1))
     if threshold is not None and threshold != named:
@@ -118,6 +120,7 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
     for why, n in status[~smoke & (status != "ok")].replace("", "no status").value_counts(sort=False).items():
         left_out[str(why)] = int(n)
     df = every[~smoke & (status == "ok")].reset_index(drop=True)
+    df = _budget_rows(df, row_keys + col_keys, left_out)
     if df.empty:
         raise UserError(f"no finished (status ok, non-smoke) runs in {Path(out_dir) / 'runs.csv'}; "
                         f"{Pivot([], [], metric, [], [], [], left_out).left_out_line()}")
@@ -137,7 +140,7 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
     by_label = {tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))): v
                 for k, v in stats.to_dict("index").items()}
     cells = [[Cell(**_cell_args(by_label.get(r + c))) for c in col_labels] for r in row_labels]
-    _mark_best(cells, lower_is_better=column not in ACCURACY_METRICS)
+    _mark_best(cells, lower_is_better=column not in ACCURACY_METRICS + COUNT_METRICS)
 
     note = ""
     if published:
@@ -146,6 +149,18 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
         else:
             note = f"published numbers are accuracy only; none shown for {column}"
     return Pivot(row_keys, col_keys, column, row_labels, col_labels, cells, left_out, note)
+
+
+def _budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) -> pd.DataFrame:
+    """Time-budgeted runs when time_budget is a row or column key, otherwise the unbudgeted ones: a cell
+    never averages runs stopped by different budgets (or by none)."""
+    budget = df["time_budget"] if "time_budget" in df else pd.Series("", index=df.index)
+    budgeted = budget.fillna("").astype(str).str.strip() != ""
+    if "time_budget" in keys:
+        left_out["without a time budget"] = int((~budgeted).sum())
+        return df[budgeted].reset_index(drop=True)
+    left_out["time-budgeted (add time_budget to --rows or --cols)"] = int(budgeted.sum())
+    return df[~budgeted].reset_index(drop=True)
 
 
 def _sort_key(label: tuple[str, ...]) -> tuple:

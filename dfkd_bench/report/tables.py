@@ -7,7 +7,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "variant"]
+from ..errors import UserError
+
+GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "variant", "time_budget"]
 NUMERIC = ["teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "n_synthetic", "peak_mem_mb"]
 
 
@@ -17,7 +19,16 @@ def runs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for col in NUMERIC + ["ratio", "seed"]:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
+    return df.assign(time_budget=budget_labels(df))
+
+
+def budget_labels(df: pd.DataFrame) -> pd.Series:
+    """`time_budget` as a grouping label: seconds like `20` or `1.5`, or "" for unbudgeted runs (and old files
+    without the column), so budgeted and unbudgeted runs never share a group."""
+    if "time_budget" not in df:
+        return pd.Series("", index=df.index, dtype=object)
+    seconds = pd.to_numeric(df["time_budget"], errors="coerce")
+    return seconds.map(lambda v: "" if pd.isna(v) else format(float(v), "g")).astype(object)
 
 
 def is_smoke(df: pd.DataFrame) -> pd.Series:
@@ -25,6 +36,12 @@ def is_smoke(df: pd.DataFrame) -> pd.Series:
     if "smoke" not in df:
         return pd.Series(False, index=df.index)
     return df["smoke"].astype(str).str.strip().isin(["1", "1.0", "True", "true"])
+
+
+def require_runs_csv(out_dir: str | Path) -> None:
+    """A one-line UserError naming the folder and the --results option when `out_dir` has no runs.csv."""
+    if not (Path(out_dir) / "runs.csv").exists():
+        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --results DIR")
 
 
 def read_runs_csv(out_dir: str | Path, include_smoke: bool = False) -> pd.DataFrame:
@@ -38,7 +55,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     (plus, for any time-to-accuracy column `t<threshold>_s`, its mean over the seeds that got there and
     `t<threshold>_reached`, how many did)."""
     extra = [c for c in df.columns if c.startswith("t") and c.endswith("_s") and c not in NUMERIC]
-    ok = df[df["status"] == "ok"].assign(variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1])
+    ok = df[df["status"] == "ok"].assign(variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1],
+                                         time_budget=budget_labels)
     if ok.empty:
         return pd.DataFrame(columns=GROUP_KEYS)
     grouped = ok.groupby(GROUP_KEYS, sort=False)
@@ -84,7 +102,15 @@ def add_time_to_accuracy(df: pd.DataFrame, out_dir: str | Path, threshold: float
     column = f"t{threshold:g}_s"
     values = []
     for run_id in df["run_id"]:
-        candidates = (Path(out_dir) / "runs" / str(run_id) / "curve.csv", Path(out_dir) / "curves" / f"{run_id}.csv")
-        path = next((p for p in candidates if p.exists()), None)
+        path = find_run_file(out_dir, run_id, "curve.csv")
         values.append(time_to_accuracy(pd.read_csv(path), threshold) if path else float("nan"))
     return df.assign(**{column: values})
+
+
+def find_run_file(out_dir: str | Path, run_id: Any, name: str) -> Path | None:
+    """A run's file `name` (e.g. curve.csv, samples.npz) at runs/<run_id>/<name>, or in the checked-in reference
+    layout at <stem>s/<run_id><suffix> (curves/<run_id>.csv, samples/<run_id>.npz); None if neither exists."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    flat = stem if stem.endswith("s") else f"{stem}s"
+    candidates = (Path(out_dir) / "runs" / str(run_id) / name, Path(out_dir) / flat / f"{run_id}{suffix}")
+    return next((p for p in candidates if p.exists()), None)

@@ -1,0 +1,347 @@
+"""`dfkd-bench plot KIND`: the paper figures from a hand-made results folder (runs.csv, curves, samples.npz) and
+from the checked-in reference results; figures are inspected as matplotlib objects, files by magic bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.colors import to_rgb
+from matplotlib.container import BarContainer, ErrorbarContainer
+from matplotlib.figure import Figure
+from matplotlib.legend import Legend
+
+from cli_helpers import ok, one_line_error, run_cli
+from dfkd_bench import cli
+from dfkd_bench.report import plots, read_runs_csv, summarize
+
+REFERENCE = Path(__file__).parent.parent / "results" / "reference" / "digits_quick"
+METHODS = ["nayer", "fast", "muse"]
+RATIOS = [0.1, 0.5]
+RESOLUTIONS = ["16", "32"]
+BUDGETS = [5, 10]
+CLASSES = ["zero", "one", "two", "three"]
+PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF"
+
+
+def accuracy(method: str, ratio: float, resolution: str, seed: int) -> float:
+    """A distinct, known accuracy per run."""
+    return 50 + 10 * METHODS.index(method) + 20 * ratio + (5 if resolution == "32" else 0) + seed
+
+
+def _row(method: str, ratio: float, resolution: str, seed: int, budget: str = "", status: str = "ok",
+         smoke: str = "0") -> dict:
+    run_id = f"{method}-r{ratio}-{resolution}px-b{budget or 0}-s{seed}-{status}{smoke}"
+    total = 100 * ratio + 10 * seed + (float(budget) if budget else 0.0)
+    return {"run_id": run_id, "method": method, "dataset": "digits", "teacher": "t8", "student": "s8",
+            "ratio": ratio, "resolution": resolution, "seed": seed, "n_synthetic": int(1000 * ratio),
+            "teacher_acc": 99.0, "student_acc": accuracy(method, ratio, resolution, seed), "synth_s": total / 2,
+            "kd_s": total / 2, "eval_s": 0.1, "total_s": total, "peak_mem_mb": "", "device": "cpu",
+            "status": status, "error": "", "started_at": "", "version": "0", "smoke": smoke, "protocol": "equal",
+            "time_budget": budget}
+
+
+def _write_run_files(folder: Path, row: dict, channels: int) -> None:
+    """curve.csv (three evaluations) and samples.npz (two images per class, class-coloured) of one run."""
+    run_dir = folder / "runs" / row["run_id"]
+    run_dir.mkdir(parents=True)
+    acc = row["student_acc"]
+    pd.DataFrame({"round": [1, 2, 3], "images": [1, 2, 3], "elapsed_s": [1.0 + row["seed"], 5.0, row["total_s"]],
+                  "student_acc": [10.0, acc - 10, acc]}).to_csv(run_dir / "curve.csv", index=False)
+    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3], dtype=np.int64)
+    images = np.repeat((labels * 60).astype(np.uint8)[:, None, None, None], channels, axis=1) * np.ones(
+        (1, 1, 8, 8), dtype=np.uint8)
+    np.savez_compressed(run_dir / "samples.npz", images=images, labels=labels, class_names=np.array(CLASSES))
+
+
+def write_results(folder: Path, resolutions: list[str] = RESOLUTIONS, budgets: bool = True) -> Path:
+    """3 methods x 2 ratios x `resolutions` x 2 seeds, fast also under two time budgets; a smoke and a failed row."""
+    rows = [_row(m, r, res, s) for m in METHODS for r in RATIOS for res in resolutions for s in (0, 1)]
+    if budgets:
+        rows += [_row("fast", 0.5, resolutions[-1], s, budget=str(b)) for b in BUDGETS for s in (0, 1)]
+    for row in rows:
+        _write_run_files(folder, row, channels=1 if row["method"] == "nayer" else 3)
+    rows += [_row("muse", 0.1, "16", 7, smoke="1"), _row("muse", 0.1, "16", 8, status="failed")]
+    pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_results(tmp_path_factory.mktemp("plots"))
+
+
+@pytest.fixture(scope="module")
+def one_resolution(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_results(tmp_path_factory.mktemp("plots1"), resolutions=["32"], budgets=False)
+
+
+@pytest.fixture(scope="module")
+def res(results: Path) -> plots.Results:
+    return plots.load_results(results)
+
+
+@pytest.fixture(autouse=True)
+def close_figures() -> Iterator[None]:
+    yield
+    plt.close("all")
+
+
+def legend_texts(fig: Figure) -> list[str]:
+    """Every legend entry of a figure (axes and figure legends)."""
+    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, Legend)] + fig.legends
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+def series_colours(fig: Figure) -> dict[str, tuple[float, float, float]]:
+    """Colour of each labelled line or error-bar series in a figure, keyed by its label."""
+    lines = {line.get_label(): line.get_color() for ax in fig.axes for line in ax.lines}
+    bars = {c.get_label(): c.lines[0].get_color() for ax in fig.axes for c in ax.containers
+            if isinstance(c, ErrorbarContainer)}
+    return {label: to_rgb(colour) for label, colour in {**lines, **bars}.items() if not label.startswith("_")}
+
+
+def assert_labelled(fig: Figure) -> None:
+    """Every axes has an x label and the first of each row a y label."""
+    assert all(ax.get_xlabel() for ax in fig.axes)
+    assert fig.axes[0].get_ylabel()
+
+
+def test_palette_is_fixed_by_the_sorted_names() -> None:
+    first = plots.method_palette(["nayer", "muse", "fast"])
+    assert first == plots.method_palette(["fast", "muse", "nayer", "muse"])
+    assert list(first) == ["fast", "muse", "nayer"] and len(set(first.values())) == 3
+
+
+def test_load_keeps_finished_runs_and_budgets(res: plots.Results) -> None:
+    assert len(res.runs) == 3 * 2 * 2 * 2 + 4
+    assert set(res.runs["time_budget"]) == {"", "5", "10"}
+    assert res.methods == ["fast", "muse", "nayer"]
+
+
+def test_summarize_keeps_budgeted_runs_apart(results: Path) -> None:
+    table = summarize(read_runs_csv(results))
+    fast = table[(table["method"] == "fast") & (table["ratio"] == 0.5) & (table["resolution"].astype(str) == "32")]
+    assert sorted(fast["time_budget"]) == ["", "10", "5"] and list(fast["seeds"]) == [2, 2, 2]
+
+
+def test_old_runs_csv_gets_an_empty_time_budget(tmp_path: Path) -> None:
+    pd.DataFrame([_row("muse", 0.1, "16", 0)]).drop(columns=["time_budget", "smoke", "protocol"]).to_csv(
+        tmp_path / "runs.csv", index=False)
+    df = read_runs_csv(tmp_path)
+    assert list(df["time_budget"]) == [""] and list(summarize(df)["time_budget"]) == [""]
+
+
+def test_time_accuracy_series_bubbles_and_budgets(res: plots.Results) -> None:
+    fig = plots.make_figure("time-accuracy", res)
+    texts = legend_texts(fig)
+    for method in METHODS:
+        for resolution in RESOLUTIONS:
+            assert f"{method} {resolution}px" in texts
+    assert "fast 32px, time budget" in texts
+    assert {"0.1", "0.5"} <= set(texts)
+    ax = fig.axes[0]
+    assert ax.get_xlabel().endswith("(s): synthesis + KD + eval") and "(%)" in ax.get_ylabel()
+    sizes = np.concatenate([c.get_sizes() for c in ax.collections])
+    assert sorted(set(np.round(sizes, 6))) == [plots.BUBBLE_MAX / 5, plots.BUBBLE_MAX]
+    assert sorted(t.get_text() for t in ax.texts) == ["10 s", "5 s"]
+    muse16 = next(line for line in ax.lines if list(line.get_xdata()) == [15.0, 55.0]
+                  and list(line.get_ydata()) == [accuracy("muse", 0.1, "16", 0) + 0.5,
+                                                 accuracy("muse", 0.5, "16", 0) + 0.5])
+    assert to_rgb(muse16.get_color()) == res.color("muse")
+
+
+def test_method_colour_is_the_same_in_every_figure(res: plots.Results) -> None:
+    expected = {m: to_rgb(c) for m, c in plots.method_palette(METHODS).items()}
+    ratio = plots.make_figure("ratio-accuracy", res)
+    curves = plots.make_figure("curves", res)
+    for fig in (ratio, curves):
+        by_label = series_colours(fig)
+        for method in METHODS:
+            assert by_label[f"{method} 16px"] == expected[method]
+    samples = plots.make_figure("samples", res)
+    rows = [ax for ax in samples.axes if ax.get_ylabel()]
+    assert {ax.get_ylabel().split("\n")[0]: to_rgb(ax.spines["left"].get_edgecolor()) for ax in rows} == expected
+
+
+def test_ratio_accuracy_log_axis_and_std_bars(res: plots.Results) -> None:
+    fig = plots.make_figure("ratio-accuracy", res)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1", "0.5"]
+    texts = legend_texts(fig)
+    assert len(texts) == 6 and not any("budget" in t for t in texts)
+    series = {c.get_label(): c.lines[0] for c in ax.containers if isinstance(c, ErrorbarContainer)}
+    assert np.allclose(series["nayer 32px"].get_ydata(), [accuracy("nayer", r, "32", 0) + 0.5 for r in RATIOS])
+    styles = {label: (line.get_linestyle(), line.get_marker()) for label, line in series.items()}
+    assert styles["muse 16px"] == styles["fast 16px"] != styles["muse 32px"]
+    assert series_colours(fig)["muse 16px"] == series_colours(fig)["muse 32px"] != series_colours(fig)["fast 16px"]
+
+
+def test_resolution_panels_per_method(res: plots.Results) -> None:
+    fig = plots.make_figure("resolution", res)
+    assert len(fig.axes) == 2 * len(METHODS)
+    assert_labelled(fig)
+    acc_ax, time_ax = fig.axes[0], fig.axes[1]
+    assert acc_ax.get_title().startswith("fast") and "accuracy" in acc_ax.get_ylabel()
+    assert "time" in time_ax.get_ylabel() and "(s)" in time_ax.get_ylabel()
+    bars = [c for c in acc_ax.containers if isinstance(c, BarContainer)]
+    assert [b.get_label() for b in bars] == ["16px", "32px"]
+    assert [round(p.get_height(), 3) for p in bars[1]] == [accuracy("fast", r, "32", 0) + 0.5 for r in RATIOS]
+    assert legend_texts(fig) == ["16px", "32px"] * len(METHODS)
+
+
+def test_resolution_needs_two_resolutions(one_resolution: Path) -> None:
+    with pytest.raises(plots.NoData, match="two or more single resolutions"):
+        plots.make_figure("resolution", plots.load_results(one_resolution))
+
+
+def test_curves_one_panel_per_ratio_and_budget(res: plots.Results) -> None:
+    fig = plots.make_figure("curves", res)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["ratio 0.1", "ratio 0.5", "ratio ≤ 0.5, 5 s budget", "ratio ≤ 0.5, 10 s budget"]
+    for ax in fig.axes[:2]:
+        assert sorted(line.get_label() for line in ax.lines) == sorted(
+            f"{m} {r}px" for m in METHODS for r in RESOLUTIONS)
+        assert len(ax.collections) == len(ax.lines)
+    assert [line.get_label() for line in fig.axes[2].lines] == ["fast 32px"]
+    assert len({ax.get_ylim() for ax in fig.axes}) == 1
+    assert_labelled(fig)
+    assert len(fig.legends) == 1 and len(legend_texts(fig)) == 6
+
+
+def test_mean_curve_is_over_all_seeds_on_one_grid() -> None:
+    a = pd.DataFrame({"elapsed_s": [0.0, 10.0], "student_acc": [0.0, 100.0]})
+    b = pd.DataFrame({"elapsed_s": [2.0, 6.0], "student_acc": [40.0, 60.0]})
+    mean = plots.mean_curve([a, b], points=5)
+    assert list(mean["elapsed_s"]) == [2.0, 4.0, 6.0, 8.0, 10.0]
+    assert list(mean["mean"]) == [30.0, 45.0, 60.0, 70.0, 80.0]
+    assert list(mean["min"]) == [20.0, 40.0, 60.0, 60.0, 60.0]
+    assert list(mean["max"]) == [40.0, 50.0, 60.0, 80.0, 100.0]
+
+
+def test_samples_rows_titles_and_gray(res: plots.Results) -> None:
+    fig = plots.make_figure("samples", res)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in shown] == (CLASSES + CLASSES) * len(METHODS)
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert rows == ["fast\nratio 0.5, 16px", "muse\nratio 0.5, 16px", "nayer\nratio 0.5, 16px"]
+    nayer = shown[-1].images[0]
+    assert nayer.get_array().ndim == 2 and nayer.get_cmap().name == "gray"
+    assert shown[0].images[0].get_array().shape == (8, 8, 3)
+
+
+def test_checked_in_layout_of_curves_and_samples(results: Path, tmp_path: Path) -> None:
+    """curves/<run_id>.csv and samples/<run_id>.npz (the reference layout) are read like runs/<run_id>/ files."""
+    runs = pd.read_csv(results / "runs.csv")
+    runs = runs[runs["method"] == "muse"]
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    for folder, name in (("curves", "curve.csv"), ("samples", "samples.npz")):
+        (tmp_path / folder).mkdir()
+        for run_id in runs["run_id"]:
+            source = results / "runs" / run_id / name
+            if source.exists():
+                (tmp_path / folder / f"{run_id}{source.suffix}").write_bytes(source.read_bytes())
+    flat = plots.load_results(tmp_path)
+    assert [ax.get_title() for ax in plots.make_figure("samples", flat).axes if ax.images][:4] == CLASSES
+    assert [len(ax.lines) for ax in plots.make_figure("curves", flat).axes] == [2, 2]
+
+
+def test_pick_images_one_per_class_first() -> None:
+    labels = np.array([3, 3, 1, 0, 1, 2])
+    assert plots.pick_images(labels, 4) == [3, 2, 5, 0]
+    assert plots.pick_images(labels, 6) == [3, 2, 5, 0, 1, 4]
+    assert plots.pick_images(np.array([2, 2, 2]), 2) == [0, 1]
+
+
+def test_pick_sample_run_prefers_largest_ratio_seed0(res: plots.Results) -> None:
+    run = plots.pick_sample_run(res.runs[res.runs["method"] == "fast"])
+    assert (run["ratio"], run["seed"], run["time_budget"]) == (0.5, 0, "")
+
+
+def test_reference_results(tmp_path: Path) -> None:
+    ref = plots.load_results(REFERENCE)
+    time_fig = plots.make_figure("time-accuracy", ref)
+    assert {"deepinversion 16px", "fast 32px", "muse 16px", "nayer 32px"} <= set(legend_texts(time_fig))
+    curves = plots.make_figure("curves", ref)
+    assert [ax.get_title() for ax in curves.axes] == ["ratio 0.02", "ratio 0.05", "ratio 0.1", "ratio 0.5"]
+    assert all(len(ax.lines) == 8 for ax in curves.axes)
+    assert len(plots.make_figure("resolution", ref).axes) == 8
+    with pytest.raises(plots.NoData, match="no synthetic samples"):
+        plots.make_figure("samples", ref)
+    written = plots.write_one(ref, "ratio-accuracy", tmp_path / "ratio.png")
+    assert written == [tmp_path / "ratio.png"] and written[0].read_bytes().startswith(PNG)
+
+
+def test_cli_kinds_match_the_plot_module() -> None:
+    assert cli.PLOT_KINDS == (*plots.KINDS, "all")
+
+
+def test_cli_plot_all_with_pdf(results: Path, tmp_path: Path) -> None:
+    out = ok(["plot", "all", "--results", str(results), "--out", str(tmp_path / "figs"), "--pdf"])
+    names = sorted(Path(line).name for line in out.splitlines())
+    assert names == sorted(n.replace(".png", ext) for n in plots.KINDS.values() for ext in (".png", ".pdf"))
+    for name in plots.KINDS.values():
+        assert (tmp_path / "figs" / name).read_bytes().startswith(PNG)
+        assert (tmp_path / "figs" / name).with_suffix(".pdf").read_bytes().startswith(PDF)
+
+
+def test_cli_plot_all_skips_kinds_without_data(one_resolution: Path, tmp_path: Path) -> None:
+    code, out, err = run_cli(["plot", "all", "--results", str(one_resolution), "--out", str(tmp_path)])
+    assert code == 0, err
+    assert err.splitlines() == [next(line for line in err.splitlines() if line.startswith("note: skipped resolution"))]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        n for k, n in plots.KINDS.items() if k != "resolution")
+
+
+def test_cli_plot_one_kind_to_a_file(results: Path, tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "bubbles.png"
+    out = ok(["plot", "time-accuracy", "--results", str(results), "--out", str(target)])
+    assert out.strip() == str(target) and target.read_bytes().startswith(PNG)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["bubbles.png"]
+
+
+def test_cli_plot_one_kind_default_place(results: Path) -> None:
+    out = ok(["plot", "samples", "--results", str(results)])
+    assert out.strip() == str(results / "figures" / "samples.png")
+
+
+def test_cli_old_plot_spelling(one_resolution: Path, tmp_path: Path) -> None:
+    """`plot --out RESULTS --to FIGDIR` (no KIND) is `plot all`, with a deprecation note on stderr."""
+    code, out, err = run_cli(["plot", "--out", str(one_resolution), "--to", str(tmp_path / "old")])
+    assert code == 0, err
+    note, skipped = err.splitlines()
+    assert note.startswith("note: `plot --out DIR [--to FIGDIR]` is deprecated") and "plot all --results" in note
+    assert skipped.startswith("note: skipped resolution")
+    made = sorted(n for k, n in plots.KINDS.items() if k != "resolution")
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == made
+    assert sorted(Path(line).name for line in out.splitlines()) == made
+
+
+def test_cli_report_old_spelling(results: Path) -> None:
+    code, out, err = run_cli(["report", "--out", str(results)])
+    assert code == 0, err
+    assert "deprecated" in err and "report --results DIR" in err and len(err.splitlines()) == 1
+    assert out == ok(["report", "--results", str(results)])
+    assert out.splitlines()[0].endswith("| variant | time_budget | seeds | teacher_acc | student_acc | "
+                                        "student_acc_std | synth_s | kd_s | total_s | images |")
+
+
+@pytest.mark.parametrize("args, pieces", [
+    (["plot", "all", "--results", "{missing}"], ["no runs.csv in", "--results DIR"]),
+    (["plot", "curves", "--results", "{missing}"], ["no runs.csv in", "--results DIR"]),
+    (["plot", "--out", "{missing}"], ["no runs.csv in", "--results DIR"]),
+    (["report", "--results", "{missing}"], ["no runs.csv in", "--results DIR"]),
+    (["plot", "nope"], ["'nope' is not one of", "time-accuracy", "all"]),
+    (["plot", "resolution", "--results", "{one}"], ["two or more single resolutions", "runs.csv"]),
+    (["plot", "curves", "--results", "{one}", "--out", "{tmp}/x.jpg"], ["give a .png file"]),
+    (["plot", "all", "--results", "{one}", "--out", "{tmp}/x.png"], ["must be a folder"]),
+    (["plot", "curves", "--results", "{one}", "--to", "{tmp}"], ["--to belongs to the deprecated"]),
+])
+def test_cli_plot_errors(args: list[str], pieces: list[str], one_resolution: Path, tmp_path: Path) -> None:
+    fill = {"missing": str(tmp_path / "missing"), "one": str(one_resolution), "tmp": str(tmp_path)}
+    one_line_error([a.format(**fill) for a in args], *pieces)
