@@ -243,13 +243,13 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")
 
 
-def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: bool) -> None:
+def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: bool, trackers: list[str]) -> None:
     """Run configurations with progress, then print the comparison table."""
     from .runner import run_many
 
     printer = RunPrinter(quiet)
     with printer:
-        rows = run_many(configs, out_dir, force=force, **printer.callbacks())
+        rows = run_many(configs, out_dir, force=force, trackers=trackers, **printer.callbacks())
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")
 
@@ -265,13 +265,16 @@ def _run_configs(configs: list[RunConfig], out_dir: str, force: bool, quiet: boo
 @click.option("--launcher", default="local", show_default=True, type=click.Choice(["local", "submitit"]),
               help="local: run here; submitit: a SLURM job array, one shard per task (the spec's [launcher] table).")
 @click.option("--wait", is_flag=True, help="With --launcher submitit: wait for every task, then merge into --out.")
+@click.option("--log", "trackers", default=None, help="Live tracking of each run here: tensorboard and/or wandb.")
 def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
-              force: bool, quiet: bool, launcher: str, wait: bool) -> None:
+              force: bool, quiet: bool, launcher: str, wait: bool, trackers: str | None) -> None:
     """Run the grid of a TOML sweep file (see configs/); finished runs are skipped."""
     from .sweep import load_sweep, parse_shard
     from .sweep import shard as take_shard
 
     _load_plugins(plugins)
+    if launcher == "submitit" and trackers:
+        raise UserError("--log goes with --launcher local (or with `sweep --shard i/n` inside your own job script)")
     if launcher == "submitit":
         _sweep_submitit(sweep_file, out_dir, shard, plugins, dry_run, force, wait)
         return
@@ -282,7 +285,7 @@ def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[s
     if dry_run:
         _print_plan(configs, out_dir)
         return
-    _run_configs(configs, out_dir, force, quiet)
+    _run_configs(configs, out_dir, force, quiet, _split(trackers, str, "--log"))
 
 
 def _sweep_submitit(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,

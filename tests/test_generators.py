@@ -379,9 +379,12 @@ def test_reset_first_layers_on_the_deep_generator() -> None:
 # Recorded before the deep generators, the switches and the round-info resets were added (the same
 # code as commit 08052e2): per round, the float64 sum of the kept images and the sum of the labels,
 # for three rounds (warm-up; after warm-up; after warm-up with reset_generator, which the old NAYER
-# code did by its own count, g_life=2, at the same round). Compared to 1e-9 relative: on the machine
-# that recorded them they are bit-identical; any change in initialisation or RNG use moves them by
-# far more.
+# code did by its own count, g_life=2, at the same round). On the machine that recorded them they are
+# bit-identical, but CPUs with other vector kernels (seen: an AMD EPYC with torch 2.14.1, where the
+# recorded commit and today's code give the same, different, sums) differ by up to 7e-4 relative
+# after a few Adam steps and keep-best choices. The label sums are compared exactly and the image
+# sums to 2e-3 relative: a change in initialisation or RNG use moves them by more (or the labels).
+FINGERPRINT_REL = 2e-3
 
 ROUNDS = [info(0, warmup=True), info(1), info(2, reset_generator=True)]
 FINGERPRINTS = {
@@ -405,7 +408,7 @@ def test_32px_rounds_match_the_recorded_fingerprint(name: str, preset: str) -> N
         got.append((batch.images.double().sum().item(), int(batch.labels.sum())))
     expected = FINGERPRINTS[(name, preset)]
     assert [labels for _, labels in got] == [labels for _, labels in expected]
-    assert [s for s, _ in got] == pytest.approx([s for s, _ in expected], rel=1e-9, abs=0)
+    assert [s for s, _ in got] == pytest.approx([s for s, _ in expected], rel=FINGERPRINT_REL, abs=0)
 
 
 def test_muse_32px_generator_output_matches_the_recorded_fingerprint() -> None:
@@ -415,4 +418,4 @@ def test_muse_32px_generator_output_matches_the_recorded_fingerprint() -> None:
     emb = muse.embeddings[torch.arange(8)]
     with torch.no_grad():
         sums = [muse.generator(emb, r).double().sum().item() for r in (16, 32)]
-    assert sums == pytest.approx([3316.530870884657, 13274.12718063593], rel=1e-9, abs=0)
+    assert sums == pytest.approx([3316.530870884657, 13274.12718063593], rel=FINGERPRINT_REL, abs=0)

@@ -77,3 +77,11 @@ def test_missing_tracker_package_names_the_extra(tmp_path: Path, monkeypatch: py
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     one_line_error(["run", "--methods", "fast", "--log", "wandb", "--out", str(tmp_path)], "dfkd-bench[wandb]")
+
+
+def test_sweep_takes_log_and_refuses_it_with_submitit(tmp_path: Path) -> None:
+    spec = tmp_path / "grid.toml"
+    spec.write_text('methods = ["fast"]\nratios = [0.05]\n')
+    one_line_error(["sweep", str(spec), "--log", "mlflow", "--out", str(tmp_path)], "--log", "tensorboard")
+    one_line_error(["sweep", str(spec), "--launcher", "submitit", "--log", "tensorboard", "--out", str(tmp_path)],
+                   "--log", "--launcher local")
