@@ -19,13 +19,14 @@ from cli_helpers import ok, one_line_error, run_cli
 from dfkd_bench import cli
 from dfkd_bench.report import plots, read_runs_csv, summarize
 
-REFERENCE = Path(__file__).parent.parent / "results" / "reference" / "digits_quick"
+REFERENCE = Path(__file__).parent.parent / "results" / "digits"
 METHODS = ["nayer", "fast", "muse"]
 RATIOS = [0.1, 0.5]
 RESOLUTIONS = ["16", "32"]
 BUDGETS = [5, 10]
 CLASSES = ["zero", "one", "two", "three"]
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF"
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def accuracy(method: str, ratio: float, resolution: str, seed: int) -> float:
@@ -147,7 +148,8 @@ def test_time_accuracy_series_bubbles_and_budgets(res: plots.Results) -> None:
     ax = fig.axes[0]
     assert ax.get_xlabel().endswith("(s): synthesis + KD + eval") and "(%)" in ax.get_ylabel()
     sizes = np.concatenate([c.get_sizes() for c in ax.collections])
-    assert sorted(set(np.round(sizes, 6))) == [plots.BUBBLE_MAX / 5, plots.BUBBLE_MAX]
+    # unbudgeted bubbles by ratio (0.1 and 0.5); budgeted ones all one size (their ratio is only a cap)
+    assert sorted(set(np.round(sizes, 6))) == sorted([plots.BUDGET_BUBBLE, plots.BUBBLE_MAX / 5, plots.BUBBLE_MAX])
     assert sorted(t.get_text() for t in ax.texts) == ["10 s", "5 s"]
     muse16 = next(line for line in ax.lines if list(line.get_xdata()) == [15.0, 55.0]
                   and list(line.get_ydata()) == [accuracy("muse", 0.1, "16", 0) + 0.5,
@@ -266,13 +268,16 @@ def test_pick_sample_run_prefers_largest_ratio_seed0(res: plots.Results) -> None
 def test_reference_results(tmp_path: Path) -> None:
     ref = plots.load_results(REFERENCE)
     time_fig = plots.make_figure("time-accuracy", ref)
-    assert {"deepinversion 16px", "fast 32px", "muse 16px", "nayer 32px"} <= set(legend_texts(time_fig))
+    assert {"deepinversion 16px", "fast 32px", "muse 16px", "nayer 32px", "fast 32px, time budget"} <= \
+        set(legend_texts(time_fig))
     curves = plots.make_figure("curves", ref)
-    assert [ax.get_title() for ax in curves.axes] == ["ratio 0.02", "ratio 0.05", "ratio 0.1", "ratio 0.5"]
-    assert all(len(ax.lines) == 8 for ax in curves.axes)
+    titles = [ax.get_title() for ax in curves.axes]
+    assert titles[:4] == ["ratio 0.02", "ratio 0.05", "ratio 0.1", "ratio 0.2"]
+    assert titles[4:] == [f"ratio ≤ 1, {b} s budget" for b in (5, 10, 20, 60)]
+    assert [len(ax.lines) for ax in curves.axes] == [8] * 4 + [4] * 4  # 4 methods x 2 resolutions; budgets at one
     assert len(plots.make_figure("resolution", ref).axes) == 8
-    with pytest.raises(plots.NoData, match="no synthetic samples"):
-        plots.make_figure("samples", ref)
+    samples = plots.make_figure("samples", ref)
+    assert [ax.get_title() for ax in samples.axes[:10]] == list(DIGIT_NAMES)
     written = plots.write_one(ref, "ratio-accuracy", tmp_path / "ratio.png")
     assert written == [tmp_path / "ratio.png"] and written[0].read_bytes().startswith(PNG)
 

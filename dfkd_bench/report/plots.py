@@ -39,6 +39,7 @@ LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 HATCHES = ["", "//", "..", "xx", "\\\\", "++"]
 BUBBLE_MAX = 900.0
+BUDGET_BUBBLE = 160.0  # budgeted points share one size: their ratio is only a cap on the images
 DODGE_DECADES = 0.006
 RATIO_LABEL = "data ratio (synthetic / real training images)"
 ACC_LABEL = "student accuracy (%)"
@@ -132,7 +133,9 @@ def time_accuracy_figure(res: Results) -> Figure:
     one line per method and resolution in ratio order; time-budgeted configs hollow, in budget order."""
     stats = config_stats(res.runs, ["method", "resolution", "time_budget", "ratio"])
     stats["budget_s"] = pd.to_numeric(stats["time_budget"], errors="coerce")
-    scale = BUBBLE_MAX / stats["ratio"].max()
+    plain = stats[stats["time_budget"] == ""]
+    sized = plain if len(plain) else stats
+    scale = BUBBLE_MAX / sized["ratio"].max()
     fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
     handles = []
     for (method, resolution, budgeted), part in stats.groupby(["method", "resolution", stats["time_budget"] != ""]):
@@ -145,23 +148,24 @@ def time_accuracy_figure(res: Results) -> Figure:
     series = ax.legend(handles=handles, title="method, resolution", loc="upper left", bbox_to_anchor=(1.02, 1),
                        fontsize=8)
     ax.add_artist(series)
-    ax.legend(handles=_ratio_handles(sorted(stats["ratio"].unique()), scale), title="data ratio (bubble area)",
+    ax.legend(handles=_ratio_handles(sorted(sized["ratio"].unique()), scale), title="data ratio (bubble area)",
               loc="lower left", bbox_to_anchor=(1.02, 0), fontsize=8, labelspacing=1.5, borderpad=1)
     return fig
 
 
 def _bubble_series(ax: Axes, res: Results, part: pd.DataFrame, method: str, resolution: str, budgeted: bool,
                    scale: float) -> Line2D:
-    """One joined series of bubbles; budgeted points are hollow and labelled with their budget."""
+    """One joined series of bubbles; budgeted points are hollow, of one size and labelled with their budget."""
     color, style = res.color(method), res.style(resolution)
     face = "none" if budgeted else color
+    sizes = pd.Series(BUDGET_BUBBLE, index=part.index) if budgeted else part["ratio"] * scale
     ax.plot(part["total"], part["acc"], color=color, linestyle=style.linestyle, linewidth=1.2, zorder=1)
-    ax.scatter(part["total"], part["acc"], s=part["ratio"] * scale, marker=style.marker, facecolors=face,
+    ax.scatter(part["total"], part["acc"], s=sizes, marker=style.marker, facecolors=face,
                edgecolors=color, alpha=0.75, linewidths=1.5, zorder=2)
     if budgeted:
         for row in part.itertuples(index=False):
             ax.annotate(f"{row.budget_s:g} s", (row.total, row.acc), textcoords="offset points", ha="center",
-                        va="top", xytext=(0, -math.sqrt(row.ratio * scale) / 2 - 3), fontsize=7, color=color)
+                        va="top", xytext=(0, -math.sqrt(BUDGET_BUBBLE) / 2 - 3), fontsize=7, color=color)
     return Line2D([], [], color=color, linestyle=style.linestyle, marker=style.marker, markerfacecolor=face,
                   label=series_label(method, resolution, budgeted))
 
@@ -381,7 +385,7 @@ def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path] + ([path.with_suffix(".pdf")] if pdf else [])
     for target in written:
-        fig.savefig(target, dpi=150)
+        fig.savefig(target, dpi=150, bbox_inches="tight")
     plt.close(fig)
     return written
 
