@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from ..errors import UserError  # noqa: E402
@@ -384,8 +385,9 @@ def save_figure(fig: Figure, path: str | Path, pdf: bool = False) -> list[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = [path] + ([path.with_suffix(".pdf")] if pdf else [])
-    for target in written:
-        fig.savefig(target, dpi=150, bbox_inches="tight")
+    legends = [child for ax in fig.axes for child in ax.get_children() if isinstance(child, Legend)]
+    for target in written:  # every legend inside the image, including those placed beside the axes
+        fig.savefig(target, dpi=150, bbox_inches="tight", bbox_extra_artists=legends + fig.legends)
     plt.close(fig)
     return written
 
