@@ -504,9 +504,9 @@ def table_cmd(out_dir: str, rows: str, cols: str, metric: str, fmt: str, publish
               threshold: float | None) -> None:
     """Pivot runs.csv: mean ± std (seeds) of one metric per rows x cols; best of each column in bold."""
     from .report.pivot import build_pivot, render_csv, render_latex, render_markdown
+    from .report.tables import require_runs_csv
 
-    if not (Path(out_dir) / "runs.csv").exists():
-        raise UserError(f"no runs.csv in {out_dir}; run `dfkd-bench run` first or pass --results DIR")
+    require_runs_csv(out_dir)
     pivot = build_pivot(out_dir, rows=rows, cols=cols, metric=metric, threshold=threshold, published=published)
     if fmt == "csv":
         click.echo(render_csv(pivot), nl=False)

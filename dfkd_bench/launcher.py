@@ -17,8 +17,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from .config import RunConfig
 from .errors import UserError
-from .merge import FINISHED, MergeResult, merge_outputs
-from .outputs import RUNS_COLUMNS, read_runs, write_runs_csv
+from .merge import MergeResult, merge_outputs
+from .outputs import FINISHED, RUNS_COLUMNS, read_runs, write_runs_csv
 
 CLUSTERS = ("slurm", "local", "debug")
 MAX_ARRAY = 1000  # SLURM's default MaxArraySize is 1001

@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
-from .outputs import RUNS_COLUMNS, write_runs_csv
+from .outputs import FINISHED, RUNS_COLUMNS, write_runs_csv
 
-FINISHED = ("ok", "diverged")
 
 
 @dataclass

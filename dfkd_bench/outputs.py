@@ -10,6 +10,8 @@ from typing import Any, Iterable
 
 import torch
 
+FINISHED = ("ok", "diverged")  # statuses of a run that is over (never redone, never resumed)
+
 RUNS_COLUMNS = [
     "run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed", "n_synthetic",
     "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "peak_mem_mb", "device",

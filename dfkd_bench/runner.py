@@ -27,12 +27,11 @@ from .engine.evaluate import accuracy
 from .engine.timing import peak_memory_mb
 from .errors import UserError
 from .models import MODELS, create_model
-from .outputs import read_runs, write_curve, write_json, write_run_row, write_sample_arrays, write_samples
+from .outputs import FINISHED, read_runs, write_curve, write_json, write_run_row, write_sample_arrays, write_samples
 from .plugins import METHODS
 from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
 from .tracking import RunTracker, check_trackers
 
-FINISHED = ("ok", "diverged")
 AMP_MODES = ("bf16", "off")
 
 
@@ -334,9 +333,9 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         bank = outcome.bank
         if bank is not None and len(bank):
             shown = bank.resolutions[-1]  # the latest 64 images: the generator at its most trained
-            write_samples(run_dir / "samples.png", bank.images(shown)[-64:])
-            write_sample_arrays(run_dir / "samples.npz", bank.images(shown)[-64:], bank.labels(shown)[-64:],
-                                resolved.spec.class_names)
+            images = bank.images(shown)[-64:]
+            write_samples(run_dir / "samples.png", images)
+            write_sample_arrays(run_dir / "samples.npz", images, bank.labels(shown)[-64:], resolved.spec.class_names)
         save_atomic({"arch": resolved.student, "num_classes": resolved.spec.num_classes,
                      "state_dict": ctx.student.state_dict()}, run_dir / "student.pt")
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)

@@ -18,7 +18,6 @@ import torch
 from .errors import UserError
 
 TRACKERS = ("tensorboard", "wandb")
-EXTRA = {"tensorboard": "tensorboard", "wandb": "wandb"}
 SAMPLES_SHOWN = 64
 
 
@@ -84,8 +83,8 @@ def check_trackers(names: Sequence[str]) -> list[str]:
     for name in chosen:
         if name not in TRACKERS:
             raise UserError(f"unknown --log {name!r}; choose from: {', '.join(TRACKERS)}")
-        if importlib.util.find_spec(EXTRA[name]) is None:
-            raise UserError(f"--log {name} needs the {EXTRA[name]} package: pip install 'dfkd-bench[{EXTRA[name]}]'")
+        if importlib.util.find_spec(name) is None:  # each tracker's package and extra share its name
+            raise UserError(f"--log {name} needs the {name} package: pip install 'dfkd-bench[{name}]'")
     return chosen
 
 
