@@ -16,6 +16,7 @@ RUNS_COLUMNS = [
     "run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed", "n_synthetic",
     "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "peak_mem_mb", "device",
     "status", "error", "started_at", "version", "smoke", "protocol", "time_budget",
+    "budget",
 ]
 
 

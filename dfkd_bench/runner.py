@@ -173,22 +173,14 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
     MODELS.get(student)
     if config.resolutions:
         resolutions = tuple(int(r) for r in config.resolutions)
-        if len(resolutions) > 1 and not getattr(method_cls, "multi_resolution", False):
-            raise UserError(f"--resolutions: {method_cls.name} generates at one resolution; "
-                            f"use --resolution N (multi-resolution methods: "
-                            f"{', '.join(n for n in METHODS.names() if getattr(METHODS.get(n), 'multi_resolution', False)) or 'none'})")
-    elif config.resolution:
+    elif config.resolution is not None:
         resolutions = (int(config.resolution),)
     else:
-        resolutions = tuple(method_cls.default_resolutions(spec)) if hasattr(method_cls, "default_resolutions") \
-            else (spec.input_size,)
+        resolutions = tuple(method_cls.default_resolutions(spec))
     for r in resolutions:
         if r < 4 or r > 4 * spec.input_size:
             raise UserError(f"--resolution {r} is out of range for {spec.name} (4 to {4 * spec.input_size})")
-    check = getattr(method_cls, "check_resolution", None)
-    if check:
-        for r in resolutions:
-            check(r)
+    method_cls.check_resolutions(resolutions)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {config.teacher_checkpoint} does not exist")
     if config.time_budget is not None and not (isinstance(config.time_budget, (int, float))
@@ -204,8 +196,11 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
     has_root = bool(config.data_root or os.environ.get(DATA_ENV)) or not spec.needs_data_root
     source = open_source(spec, config.data_root, sources) if need_data or has_root else None
     schedule = build_schedule(config, method_cls, spec, hparams, source.train_size if source else spec.train_size)
+    if schedule.source != method_cls.sample_source:
+        raise UserError(f"{method_cls.name}: its hyper-parameters ({method_cls.Hparams.__name__}) build a "
+                        f"{schedule.source} schedule, but the method samples from its {method_cls.sample_source}")
     n_synthetic = schedule.images
-    if need_data:  # a dry run reports the bank's size instead of refusing it
+    if need_data and schedule.source == "bank":  # a dry run reports the bank's size instead of refusing it
         check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
     return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
                        source, schedule)
@@ -235,17 +230,11 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
     (mirrored round by round into `tracker` when one is given)."""
     cfg, spec, device = resolved.config, resolved.spec, resolved.device
     torch.manual_seed(cfg.seed)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    cuda = device.type == "cuda"
-    student = create_model(resolved.student, spec.num_classes, spec.in_chans).to(device)
-    if cuda:
+    student = create_model(resolved.student, spec.num_classes, spec.in_chans)
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-        student = student.to(memory_format=torch.channels_last)
-        teacher = teacher.to(memory_format=torch.channels_last)
-    ctx = MethodContext(teacher=teacher, student=student, spec=spec, device=device, generator=generator,
-                        resolutions=resolved.resolutions, normalize=Normalize(spec.mean, spec.std).to(device),
-                        amp_dtype=torch.bfloat16 if cuda and cfg.amp == "bf16" else None, channels_last=cuda,
-                        label_embeddings_loader=_label_embedding_loader(resolved))
+    ctx = MethodContext.create(teacher, student, spec, cfg.seed, resolved.resolutions, device, cfg.amp,
+                               label_embeddings_loader=_label_embedding_loader(resolved))
     method = resolved.method_cls(ctx, resolved.hparams)
     def hook(r: int, n: int, state: Any) -> None:
         if on_round:
@@ -272,7 +261,8 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
-            "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else ""}
+            "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
+            "budget": resolved.schedule.budget}
 
 
 def _device_name(device: torch.device) -> str:

@@ -4,14 +4,14 @@ Two budget protocols build it. `equal` (the suite's default) gives every method 
 steps per synthetic image over the same image budget, with warm-up a capped fraction of the budget.
 `paper` replays a method's reference schedule as its code counts it: epochs of synthesis rounds,
 KD steps after each post-warm-up epoch, generator resets in epochs, a per-epoch cosine.
-The engine hands each round's `RoundInfo` to the method (`Method.begin_round`); methods read it and
+The engine hands each round's `RoundInfo` to the method (`synthesize(n, round)`, `train_generator(round)`); methods read it and
 never count rounds themselves.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 PROTOCOLS = ("equal", "paper")
@@ -34,6 +34,17 @@ class RoundInfo:
     kd_steps: int
     reset_generator: bool = False
     reset_l0: bool = False
+    total: int = 1  # rounds in the whole run (the Schedule fills it in)
+
+    @property
+    def in_warmup(self) -> bool:
+        """True during the rounds that synthesise without KD (adversarial terms stay off)."""
+        return self.warmup
+
+    @classmethod
+    def standalone(cls, index: int = 0, images: int = 0) -> "RoundInfo":
+        """A post-warm-up round outside any schedule (a method used on its own, in a notebook or a test)."""
+        return cls(index=index, epoch=index, images=images, warmup=False, kd_steps=0, total=index + 1)
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,12 @@ class Schedule:
     final_kd_steps: int
     lr_per_epoch: bool = False  # paper: one cosine step per post-warm-up epoch; equal: one per KD step
     notes: dict[str, Any] = field(default_factory=dict)
+    source: str = "bank"        # "bank": the student samples the banked images; "online": fresh images each step
+    budget: str = "images"      # what fixed the run's length: the image budget, or the paper's own "steps"
+
+    def __post_init__(self) -> None:
+        total = len(self.rounds)
+        self.rounds = [r if r.total == total else replace(r, total=total) for r in self.rounds]
 
     @property
     def images(self) -> int:
@@ -156,3 +173,13 @@ def paper_schedule(n_total: int, synth_batch: int, ref: ReferenceSchedule) -> Sc
                                    reset_l0=ref.reset_l0_epoch is not None and ep == ref.reset_l0_epoch
                                    and loop == 0))
     return Schedule("paper", infos, 0, lr_per_epoch=True, notes={"source": ref.source, "epochs": epochs})
+
+
+def online_schedule(student_steps: int, batch: int, round_steps: int, budget: str = "images") -> Schedule:
+    """Online methods: `student_steps` steps, each on `batch` fresh generator images, in rounds of
+    `round_steps` steps (a round ends with an evaluation and a checkpoint). No warm-up, no bank."""
+    student_steps, round_steps = max(1, student_steps), max(1, round_steps)
+    infos = [RoundInfo(index=r, epoch=r, images=steps * batch, warmup=False, kd_steps=steps)
+             for r, steps in enumerate(min(round_steps, student_steps - start)
+                                       for start in range(0, student_steps, round_steps))]
+    return Schedule("equal", infos, 0, source="online", budget=budget)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench.config import MethodHparams
-from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, SyntheticBatch, js_divergence
+from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, RoundInfo, SyntheticBatch, js_divergence
 from dfkd_bench.engine import random_labels, total_variation
 from dfkd_bench.engine.synthesis import BestIterate, student_logits, teacher_terms
 from dfkd_bench.errors import UserError
@@ -112,7 +112,7 @@ class DeepInversion(Method):
 
     def __init__(self, ctx: MethodContext, hparams: DeepInversionHparams) -> None:
         super().__init__(ctx, hparams)
-        self.bn_loss = self.track(BNStatisticsLoss(ctx.teacher, momentum=0.0,
+        self.bn_loss = self.keep_hook(BNStatisticsLoss(ctx.teacher, momentum=0.0,
                                                    first_multiplier=hparams.first_bn_multiplier))
         self.mean = ctx.normalize.mean.to(ctx.device)
         self.std = ctx.normalize.std.to(ctx.device)
@@ -147,7 +147,7 @@ class DeepInversion(Method):
                  else torch.zeros(len(shifts), dtype=torch.long, device=g.device))
         return torch.cat([torch.stack(shifts), flips[:, None]], dim=1).tolist()
 
-    def _loss(self, z: torch.Tensor, labels: torch.Tensor, pool: int, aug: list[int]) -> torch.Tensor:
+    def _loss(self, z: torch.Tensor, labels: torch.Tensor, pool: int, aug: list[int], round: RoundInfo) -> torch.Tensor:
         hp = self.hp
         x = F.avg_pool2d(z, pool) if pool > 1 else z
         if hp.jitter // pool > 0:
@@ -167,7 +167,7 @@ class DeepInversion(Method):
             l2 = torch.linalg.vector_norm(x)
         terms = {"ce": hp.ce * ce, "bn": hp.r_feature * bn, "tv_l2": hp.tv_l2 * tv_l2, "tv_l1": hp.tv_l1 * tv_l1,
                  "l2": hp.l2 * l2}
-        if hp.adi > 0 and not self.in_warmup and self.rounds_done > 0:
+        if hp.adi > 0 and not round.in_warmup and round.index > 0:
             s_logits = student_logits(self.ctx, x_in)
             terms["adi"] = hp.adi * (1 - js_divergence(s_logits, t_logits, hp.adi_temperature))
         return sum(self.record_terms("synth", terms).values())
@@ -179,8 +179,10 @@ class DeepInversion(Method):
             return hp.lr_x * (step + 1) / hp.lr_warmup
         return hp.lr_x * 0.5 * (1 + math.cos(math.pi * (step - hp.lr_warmup) / (steps - hp.lr_warmup)))
 
-    def synthesize(self, n: int) -> SyntheticBatch:
+    def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
+        """One round: `iterations` Adam steps on the pixels (the adi term from the second round on)."""
         hp, ctx = self.hp, self.ctx
+        round = round or RoundInfo.standalone(images=n)
         labels = random_labels(n, ctx.spec.num_classes, ctx.generator, ctx.device)
         shape = (n, ctx.spec.in_chans, ctx.resolution, ctx.resolution)
         z = torch.randn(shape, generator=ctx.generator, device=ctx.generator.device).to(ctx.device)
@@ -200,7 +202,7 @@ class DeepInversion(Method):
                 lr = self._lr(local, stage_iterations) if hp.restart_per_stage else self._lr(it, hp.iterations)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                loss = self._loss(z, labels, pool, next(augs))
+                loss = self._loss(z, labels, pool, next(augs), round)
                 if hp.keep_best:
                     best.update(loss, z)
                 opt.zero_grad(set_to_none=True)

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
+import torch.nn as nn
 
-from dfkd_bench.config import MethodHparams
-from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, SyntheticBatch, random_labels
-from dfkd_bench.engine.generators import GENERATOR_KINDS, LatentGenerator, SpatialLatentGenerator, generator_kind
-from dfkd_bench.engine.synthesis import BestIterate, student_adversarial, teacher_terms
+from dfkd_bench.engine import GeneratorHparams, GeneratorMethod, LatentGenerator, MethodContext, RoundInfo
+from dfkd_bench.engine import SpatialLatentGenerator
+from dfkd_bench.engine.generators import GENERATOR_KINDS, generator_kind
 from dfkd_bench.errors import UserError
 from dfkd_bench.schedule import ReferenceSchedule
 from dfkd_bench.plugins import register_method
 
 
 @dataclass
-class FastHparams(MethodHparams):
+class FastHparams(GeneratorHparams):
     """Generator loss = oh*CE + bn*BN(momentum) + adv*adversarial (adversarial after warm-up).
 
     Each round clones the meta-generator, takes `g_steps` Adam steps on the clone and a fresh latent
@@ -53,13 +53,7 @@ class FastHparams(MethodHparams):
     g_steps: int = 5
     lr_g: float = 3e-3
     lr_z: float = 0.01
-    oh: float = 0.5
-    bn: float = 10.0
-    adv: float = 1.33
-    bn_momentum: float = 0.9
     meta: str = "maml"
-    synth_augment: bool = True
-    keep_best: bool = True
     generator: str = "auto"
     persistent_z: bool = False
     z_life: int = 0
@@ -76,8 +70,6 @@ class FastHparams(MethodHparams):
         super().validate(method)
         self.check_choice(method, "meta", self.meta, ("maml", "reptile"))
         self.check_choice(method, "generator", self.generator, GENERATOR_KINDS)
-        if self.g_steps < 1:
-            raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
         for name in ("z_life", "lr_g_meta", "lr_z_meta"):
             if getattr(self, name) < 0:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
@@ -113,20 +105,29 @@ class FastHparams(MethodHparams):
 
 
 @register_method("fast", "Fast (FastDFKD): meta-learned generator, fresh latent per round, few steps a round")
-class Fast(Method):
-    """The meta-generator carries knowledge across rounds so each round needs only `g_steps` steps."""
+class Fast(GeneratorMethod):
+    """The meta-generator carries knowledge across rounds so each round needs only `g_steps` steps.
+
+    Each round trains a clone of the meta-generator (`round_parameters`); `apply_gradients` adds the
+    clone's gradients to the meta-generator's (maml) and `end_synthesis` takes the meta step."""
 
     Hparams = FastHparams
     hp: FastHparams
 
     def __init__(self, ctx: MethodContext, hparams: FastHparams) -> None:
         super().__init__(ctx, hparams)
-        self.generator = self._new_generator()
         self.z = self._new_latent(hparams.synth_batch) if hparams.persistent_z else None
         self.meta_optimizer = self._new_meta_optimizer()
-        self.bn_loss = self.track(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
+        self.fast_generator: nn.Module | None = None
+        self._latent: torch.Tensor | None = None
 
-    def _new_generator(self) -> LatentGenerator | SpatialLatentGenerator:
+    @classmethod
+    def check_resolution(cls, resolution: int) -> None:
+        """The CIFAR generator quadruples an (r/4)x(r/4) map (the deep one needs multiples of 16)."""
+        if resolution % 4:
+            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
+
+    def build_generator(self) -> LatentGenerator | SpatialLatentGenerator:
         """The meta-generator the `generator` switch picks for the generation resolution."""
         hp, ctx = self.hp, self.ctx
         kind = generator_kind(hp.generator, ctx.resolution)
@@ -135,6 +136,11 @@ class Fast(Method):
                 raise UserError(f"fast.generator=deep: --resolution {ctx.resolution} must be a multiple of 16")
             return SpatialLatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
         return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
+
+    @property
+    def adversarial_on(self) -> bool:
+        """After warm-up, or from round 0 with adv_in_warmup (the ImageNet reference)."""
+        return self.hp.adv > 0 and (self.hp.adv_in_warmup or not self.round.in_warmup)
 
     def _new_latent(self, n: int) -> torch.Tensor:
         """n latents from N(0, 1), drawn with the run's RNG, as a leaf tensor that requires grad."""
@@ -150,87 +156,78 @@ class Fast(Method):
             groups.append({"params": [self.z], "lr": hp.lr_z_meta})
         return torch.optim.Adam(groups, lr=hp.lr_g_meta or hp.lr_g * hp.g_steps, betas=(0.5, 0.999))
 
-    def _start_round(self) -> None:
+    def start_round(self, round: RoundInfo) -> None:
         """What the round's info asks for before synthesis: reset_l0, and the persistent latent's re-draw."""
-        hp, info = self.hp, self.round
-        if hp.reset_l0 and info.reset_l0:
+        hp = self.hp
+        if hp.reset_l0 and round.reset_l0:
             self.generator.reset_first_layers(self.ctx.generator)
-        if self.z is not None and hp.z_life > 0 and info.index > 0 and info.index % hp.z_life == 0:
+        if self.z is not None and hp.z_life > 0 and round.index > 0 and round.index % hp.z_life == 0:
             self.z = self._new_latent(hp.synth_batch)
             self.meta_optimizer = self._new_meta_optimizer()
 
-    def _round_latent(self, n: int) -> torch.Tensor:
+    def round_latent(self, labels: torch.Tensor) -> torch.Tensor:
         """The round's starting latent: a copy of the persistent one's first n rows, or a fresh draw."""
+        n = labels.shape[0]
         if self.z is None:
             return self._new_latent(n)
         if n > self.z.shape[0]:
             raise ValueError(f"fast: a round of {n} images exceeds the persistent latent's {self.z.shape[0]} rows")
         return self.z[:n].detach().clone().requires_grad_(True)
 
-    def _generator_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        hp, ctx = self.hp, self.ctx
-        if hp.synth_augment:
-            images = self.synthesis_view(images)
-        x = self.teacher_input(images)
-        t_logits, bn, ce = teacher_terms(ctx, self.bn_loss, x, labels)
-        terms = {"ce": hp.oh * ce, "bn": hp.bn * bn}
-        if hp.adv > 0 and (hp.adv_in_warmup or not self.in_warmup):
-            terms["adv"] = hp.adv * student_adversarial(ctx, x, t_logits)
-        return sum(self.record_terms("synth", terms).values())
-
-    def synthesize(self, n: int) -> SyntheticBatch:
-        hp, ctx = self.hp, self.ctx
-        self._start_round()
-        labels = random_labels(n, ctx.spec.num_classes, ctx.generator, ctx.device)
-        z = self._round_latent(n)
-        fast_gen = copy.deepcopy(self.generator).train()
-        opt = torch.optim.Adam([{"params": fast_gen.parameters()}, {"params": [z], "lr": hp.lr_z}],
-                               lr=hp.lr_g, betas=(0.5, 0.999))
+    def round_parameters(self, latent: torch.Tensor) -> list[torch.Tensor]:
+        """A fresh clone of the meta-generator and the round's latent (the last entry); the meta
+        gradients start at zero."""
+        self.fast_generator = copy.deepcopy(self.generator).train()
+        self._latent = latent
         self.meta_optimizer.zero_grad(set_to_none=False)
         for p in self.generator.parameters():
             p.grad = torch.zeros_like(p)
         if self.z is not None:
             self.z.grad = torch.zeros_like(self.z)
-        best = BestIterate()
-        for _ in range(hp.g_steps):
-            images = fast_gen(z)
-            loss = self._generator_loss(images, labels)
-            if hp.keep_best:
-                best.update(loss, images)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp.meta == "maml":
-                for p, fp in zip(self.generator.parameters(), fast_gen.parameters()):
-                    if fp.grad is not None:
-                        p.grad.add_(fp.grad)
-                if self.z is not None:
-                    self.z.grad[:n].add_(z.grad)
-            opt.step()
-        if hp.meta == "reptile":
-            for p, fp in zip(self.generator.parameters(), fast_gen.parameters()):
+        return [*self.fast_generator.parameters(), latent]
+
+    def round_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        """Adam over the clone (lr_g) and the latent (lr_z)."""
+        return torch.optim.Adam([{"params": params[:-1]}, {"params": params[-1:], "lr": self.hp.lr_z}],
+                                lr=self.hp.lr_g, betas=tuple(self.hp.g_betas))
+
+    def generate(self, latent: torch.Tensor, resolution: int) -> torch.Tensor:
+        """The round's clone on the latent."""
+        return self.fast_generator(latent)
+
+    def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
+                        optimizer: torch.optim.Optimizer) -> None:
+        """maml: the clone's gradients are summed into the meta-generator's (and the persistent latent's)."""
+        if self.hp.meta == "maml":
+            for p, g in zip(self.generator.parameters(), grads[:-1]):
+                if g is not None:
+                    p.grad.add_(g)
+            if self.z is not None and grads[-1] is not None:
+                self.z.grad[:grads[-1].shape[0]].add_(grads[-1])
+        super().apply_gradients(params, grads, optimizer)
+
+    def end_synthesis(self) -> None:
+        """The meta step: reptile first sets the meta gradient to theta - theta' (and z - z')."""
+        if self.hp.meta == "reptile":
+            for p, fp in zip(self.generator.parameters(), self.fast_generator.parameters()):
                 p.grad.copy_(p.detach() - fp.detach())
             if self.z is not None:
-                self.z.grad[:n].copy_(self.z.detach()[:n] - z.detach())
+                n = self._latent.shape[0]  # a short last round uses the first rows
+                self.z.grad[:n].copy_(self.z.detach()[:n] - self._latent.detach())
         self.meta_optimizer.step()
-        self.bn_loss.update_momentum()
-        if hp.keep_best:
-            return SyntheticBatch(best.images, labels, best.loss)
-        return SyntheticBatch(images.detach(), labels, float(loss.detach()))
+        self.fast_generator = self._latent = None
 
     def state_dict(self) -> dict[str, Any]:
-        state = {**super().state_dict(), "generator": self.generator.state_dict(),
-                 "meta_optimizer": self.meta_optimizer.state_dict(), "bn_loss": self.bn_loss.state_dict()}
+        state = {**super().state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
         if self.z is not None:
             state["z"] = self.z.detach().clone()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.generator.load_state_dict(state["generator"])
         if self.z is not None:
             if "z" not in state:
                 raise ValueError("fast: this checkpoint has no persistent latent (it was saved with persistent_z off)")
             with torch.no_grad():  # in place: the meta-optimiser holds this tensor
                 self.z.copy_(state["z"])
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
-        self.bn_loss.load_state_dict(state["bn_loss"])

@@ -3,19 +3,16 @@ and embedding diversity between the student and the label-text embeddings."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from dfkd_bench.data.spec import DatasetSpec
-from dfkd_bench.engine import BNStatisticsLoss, MethodContext
-from dfkd_bench.engine.synthesis import student_logits
+from dfkd_bench.engine import BNStatisticsLoss, GeneratorStep, MethodContext, RoundInfo, StudentStep
 from dfkd_bench.errors import UserError
-from dfkd_bench.models.hooks import FeatureTap
 from dfkd_bench.plugins import register_method
 
 from dfkd_bench.methods.nayer import Nayer, NayerHparams
@@ -58,18 +55,6 @@ def cam_masked(images: torch.Tensor, cam: torch.Tensor, fill: torch.Tensor | Non
         return images * cam
     fill = fill.to(device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
     return cam * images + (1 - cam) * fill
-
-
-@contextmanager
-def tapping(tap: FeatureTap, on: bool = True) -> Iterator[FeatureTap]:
-    """Enable `tap` (emptied first) inside the block when `on`; restore its previous state after."""
-    was = tap.enabled
-    tap.conv_map = tap.penultimate = None
-    tap.enabled = was or on
-    try:
-        yield tap
-    finally:
-        tap.enabled = was
 
 
 @dataclass
@@ -150,20 +135,9 @@ class Muse(Nayer):
 
     def __init__(self, ctx: MethodContext, hparams: MuseHparams) -> None:
         super().__init__(ctx, hparams)
-        self.teacher_tap = self.track(FeatureTap(ctx.teacher))
-        self.student_tap = self.track(FeatureTap(ctx.student))
-        self.student_tap.enabled = hparams.ed > 0
         self.projection = nn.Linear(ctx.student.classifier.in_features, self.embeddings.shape[1]).to(ctx.device)
         # BN-momentum buffers by generated resolution (feed=native only; see the class docstring).
         self.bn_losses: dict[int, BNStatisticsLoss] = {ctx.resolutions[0]: self.bn_loss}
-
-    def _bn_loss_at(self, resolution: int) -> BNStatisticsLoss:
-        """The BN loss (with its momentum buffer) of images generated at `resolution`, under feed=native."""
-        if resolution not in self.bn_losses:
-            first = self.bn_loss
-            self.bn_losses[resolution] = self.track(BNStatisticsLoss(
-                self.ctx.teacher, momentum=first.momentum, first_multiplier=first.first_multiplier))
-        return self.bn_losses[resolution]
 
     @classmethod
     def default_resolutions(cls, spec: DatasetSpec) -> tuple[int, ...]:
@@ -175,7 +149,17 @@ class Muse(Nayer):
         """L under feed=upsample; None (as generated) under feed=native."""
         return self.ctx.spec.input_size if self.hp.feed == "upsample" else None
 
-    def _round_resolution(self) -> int:
+    @property
+    def keeps_teacher_map(self) -> bool:
+        """The CAM needs the teacher's last conv map of the synthesis forward."""
+        return self.hp.cam > 0
+
+    @property
+    def needs_student_features(self) -> bool:
+        """L_ed reads the student's penultimate features of each KD forward."""
+        return self.hp.ed > 0
+
+    def round_resolution(self, round: RoundInfo) -> int:
         """This round's resolution by the schedule (the RNG is only drawn with several resolutions)."""
         resolutions = self.ctx.resolutions
         if len(resolutions) == 1:
@@ -183,7 +167,15 @@ class Muse(Nayer):
         if self.hp.schedule == "random":
             g = self.ctx.generator
             return resolutions[int(torch.randint(len(resolutions), (1,), generator=g, device=g.device))]
-        return resolutions[self.rounds_done % len(resolutions)]
+        return resolutions[round.index % len(resolutions)]
+
+    def _bn_loss_at(self, resolution: int) -> BNStatisticsLoss:
+        """The BN loss (with its momentum buffer) of images generated at `resolution`, under feed=native."""
+        if resolution not in self.bn_losses:
+            first = self.bn_losses[self.ctx.resolutions[0]]
+            self.bn_losses[resolution] = self.keep_hook(BNStatisticsLoss(
+                self.ctx.teacher, momentum=first.momentum, first_multiplier=first.first_multiplier))
+        return self.bn_losses[resolution]
 
     def student_parameters(self) -> list[nn.Parameter]:
         """The projection head P, trained with the student."""
@@ -193,51 +185,35 @@ class Muse(Nayer):
         """cos(P(features), f_y) per sample."""
         return F.cosine_similarity(self.projection(features.float()), self.embeddings[labels], dim=1)
 
-    def _generator_terms(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """NAYER's terms with the teacher's conv map recorded (for the CAM) when `cam` is on; under
-        feed=native, with the BN-momentum buffer of the images' resolution."""
-        if self.hp.feed == "native":
-            self.bn_loss = self._bn_loss_at(images.shape[-1])
-        with tapping(self.teacher_tap, self.hp.cam > 0):
-            return super()._generator_terms(images, labels)
-
-    def _extra_terms(self, view: torch.Tensor, x: torch.Tensor, t_logits: torch.Tensor,
-                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """NAYER's adversarial term plus L_cam and, after warm-up, L_aed."""
+    def generator_terms(self, step: GeneratorStep) -> dict[str, torch.Tensor]:
+        """NAYER's terms (under feed=native with the BN buffer of the images' resolution), L_cam, and
+        after warm-up L_aed on the student's features of the adversarial forward."""
         hp = self.hp
-        terms = {"cam": hp.cam * self._cam_loss(view, labels)} if hp.cam > 0 else {}
-        aed_on = hp.aed > 0 and not self.in_warmup
-        with tapping(self.student_tap, aed_on):
-            terms.update(super()._extra_terms(view, x, t_logits, labels))
-            if aed_on:
-                terms["aed"] = hp.aed * self._embedding_cosine(self._student_features(x), labels).mean()
+        if hp.feed == "native":
+            self.bn_loss = self._bn_loss_at(step.images.shape[-1])
+        terms = super().generator_terms(step)
+        if hp.cam > 0:
+            terms["cam"] = hp.cam * self._cam_loss(step)
+        if hp.aed > 0 and not self.round.in_warmup:
+            features = self.student_pass(step).features
+            terms["aed"] = hp.aed * self._embedding_cosine(features, step.labels).mean()
         return terms
 
-    def _cam_loss(self, view: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CE of the teacher on the CAM-weighted view (the CAM from the forward just recorded)."""
-        tap = self.teacher_tap
-        cam = class_activation_map(tap.conv_map, tap.classifier.weight, labels, view.shape[-1],
-                                   min_peak=self.hp.cam_min_peak)
+    def _cam_loss(self, step: GeneratorStep) -> torch.Tensor:
+        """CE of the teacher on the CAM-weighted view (the CAM from the step's teacher forward)."""
+        teacher, view = self.teacher_pass(step), step.view
+        cam = class_activation_map(teacher.conv_map, self.ctx.teacher.classifier.weight, step.labels,
+                                   view.shape[-1], min_peak=self.hp.cam_min_peak)
         fill = self.ctx.normalize.mean.view(-1) if self.hp.cam_fill == "mean" else None
         with self.ctx.autocast():
-            logits = self.ctx.teacher(self.teacher_input(cam_masked(view, cam, fill))).float()
-        return F.cross_entropy(logits, labels)
+            logits = self.ctx.teacher(self.model_input(cam_masked(view, cam, fill))).float()
+        return F.cross_entropy(logits, step.labels)
 
-    def _student_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate student features on x in eval mode, reused from the adversarial forward if it ran."""
-        if self.student_tap.penultimate is None:
-            student_logits(self.ctx, x)
-        return self.student_tap.penultimate
-
-    def student_loss(self, images: torch.Tensor, labels: torch.Tensor,
-                     s_logits: torch.Tensor, t_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """KD plus L_ed on the bank batch (features of the student forward that gave `s_logits`)."""
-        terms = super().student_loss(images, labels, s_logits, t_logits)
+    def student_loss(self, step: StudentStep) -> dict[str, torch.Tensor]:
+        """KD plus L_ed on the batch (the features of the student forward that gave the logits)."""
+        terms = super().student_loss(step)
         if self.hp.ed > 0:
-            features = self.student_tap.penultimate
-            if features is None or features.shape[0] != s_logits.shape[0]:
-                raise RuntimeError("muse: the student's penultimate features were not recorded for this batch")
-            terms["ed"] = self.hp.ed * (1 - self._embedding_cosine(features, labels)).mean()
+            terms["ed"] = self.hp.ed * (1 - self._embedding_cosine(step.features, step.labels)).mean()
         return terms
 
     def state_dict(self) -> dict[str, Any]:

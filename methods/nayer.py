@@ -10,18 +10,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.config import MethodHparams
-from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, SyntheticBatch, balanced_labels
+from dfkd_bench.engine import GeneratorHparams, GeneratorMethod, MethodContext, RoundInfo, balanced_labels
 from dfkd_bench.engine.generators import GENERATOR_KINDS, ConvStack, DeepDecoder
 from dfkd_bench.engine.generators import generator_kind as resolve_generator_kind
-from dfkd_bench.engine.synthesis import BestIterate, student_adversarial, teacher_terms
 from dfkd_bench.errors import UserError
 from dfkd_bench.schedule import ReferenceSchedule
 from dfkd_bench.plugins import register_method
 
 
 @dataclass
-class NayerHparams(MethodHparams):
+class NayerHparams(GeneratorHparams):
     """Generator loss = bn*BN(momentum) + oh*CE + adv*adversarial (adversarial after warm-up).
 
     Each round re-draws the noisy layers (N(0,1) weights, zero bias), makes a fresh Adam
@@ -58,12 +56,6 @@ class NayerHparams(MethodHparams):
     g_steps: int = 30
     lr_g: float = 4e-3
     g_life: int = 20
-    oh: float = 0.5
-    bn: float = 10.0
-    adv: float = 1.33
-    bn_momentum: float = 0.9
-    synth_augment: bool = True
-    keep_best: bool = True
     generator: str = "auto"
 
     def generator_resets(self) -> tuple[int, bool]:
@@ -73,8 +65,6 @@ class NayerHparams(MethodHparams):
     def validate(self, method: str = "nayer") -> None:
         super().validate(method)
         self.check_choice(method, "generator", self.generator, GENERATOR_KINDS)
-        if self.g_steps < 1:
-            raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2)
     # tmtuan1307/NAYER run/nayer_200.sh (CIFAR: --warmup 20 --gwp_loops 10 --g_loops 2 --g_life 10, kd_steps
@@ -161,23 +151,21 @@ class NoisyLabelGenerator(nn.Module):
 
 
 @register_method("nayer", "NAYER: label-text embeddings through a noisy layer re-drawn each round, balanced labels")
-class Nayer(Method):
+class Nayer(GeneratorMethod):
     """A persistent label-conditioned generator; fresh noisy layers and a fresh Adam every round."""
 
     Hparams = NayerHparams
     hp: NayerHparams
 
     def __init__(self, ctx: MethodContext, hparams: NayerHparams) -> None:
-        super().__init__(ctx, hparams)
         self.embeddings = ctx.label_embeddings()
-        self.generator = self._new_generator()
-        self.bn_loss = self.track(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
+        super().__init__(ctx, hparams)
 
-    @staticmethod
-    def check_resolution(resolution: int) -> None:
+    @classmethod
+    def check_resolution(cls, resolution: int) -> None:
         """The generator quadruples a (r/4)x(r/4) map, so r must be a multiple of 4."""
         if resolution % 4:
-            raise UserError(f"--resolution {resolution}: generator resolutions must be multiples of 4")
+            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
 
     @property
     def chunk(self) -> int:
@@ -189,7 +177,7 @@ class Nayer(Method):
         """The `generator` switch resolved ("cifar" or "deep") at the largest generation resolution."""
         return resolve_generator_kind(self.hp.generator, max(self.ctx.resolutions))
 
-    def _new_generator(self) -> NoisyLabelGenerator:
+    def build_generator(self) -> NoisyLabelGenerator:
         """A freshly initialised generator with one head per generation resolution."""
         hp, ctx = self.hp, self.ctx
         deep = self.generator_kind == "deep"
@@ -200,76 +188,23 @@ class Nayer(Method):
         return NoisyLabelGenerator(self.embeddings.shape[1], hp.noise_dim, hp.ngf, ctx.resolutions,
                                    ctx.spec.in_chans, self.chunk, max(hp.synth_batch, 2), deep=deep).to(ctx.device)
 
-    def _round_resolution(self) -> int:
-        """The resolution this round generates at (NAYER: the one resolution)."""
-        return self.ctx.resolution
-
-    def _start_round(self) -> None:
+    def start_round(self, round: RoundInfo) -> None:
         """Re-initialise the generator when the round asks for it, and re-draw the noisy layers every round."""
-        if self.round.reset_generator:
-            self.generator = self._new_generator()
+        if round.reset_generator:
+            self.generator = self.build_generator()
         self.generator.reset_noise(self.ctx.generator)
 
-    def _synthesis_view(self, images: torch.Tensor) -> torch.Tensor:
-        """The (optionally augmented) view of new images that the losses see."""
-        if not self.hp.synth_augment:
-            return images
-        return self.synthesis_view(images)
+    def round_labels(self, n: int) -> torch.Tensor:
+        """Balanced labels; BatchNorm1d needs two samples, so a last round of one image makes two."""
+        return balanced_labels(max(n, 2), self.ctx.spec.num_classes, self.ctx.generator, self.ctx.device)
 
-    def _generator_terms(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted terms of the generator loss on one batch of new images, by name."""
-        hp = self.hp
-        view = self._synthesis_view(images)
-        x = self.teacher_input(view)
-        t_logits, bn, ce = teacher_terms(self.ctx, self.bn_loss, x, labels)
-        terms = {"bn": hp.bn * bn, "oh": hp.oh * ce}
-        terms.update(self._extra_terms(view, x, t_logits, labels))
-        return terms
+    def round_latent(self, labels: torch.Tensor) -> torch.Tensor:
+        """The label-text embedding of each target label."""
+        return self.embeddings[labels]
 
-    def _extra_terms(self, view: torch.Tensor, x: torch.Tensor, t_logits: torch.Tensor,
-                     labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Terms beyond the teacher's BN and CE: NAYER's adversarial term, after warm-up only."""
-        if self.hp.adv <= 0 or self.in_warmup:
-            return {}
-        return {"adv": self.hp.adv * student_adversarial(self.ctx, x, t_logits)}
+    def generate(self, latent: torch.Tensor, resolution: int) -> torch.Tensor:
+        return self.generator(latent, resolution)
 
-    def _generator_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The generator loss: the sum of `_generator_terms`."""
-        return sum(self.record_terms("synth", self._generator_terms(images, labels)).values())
-
-    def synthesize(self, n: int) -> SyntheticBatch:
-        """One round: g_steps Adam steps on generator + noisy layers, the lowest-loss batch kept.
-
-        Gradients are taken for the generator only (autograd.grad), so synthesis computes no student
-        weight gradients. BatchNorm1d needs two samples, so a last round of one image makes two.
-        """
-        hp, ctx = self.hp, self.ctx
-        self._start_round()
-        resolution = self._round_resolution()
-        size = max(n, 2)
-        labels = balanced_labels(size, ctx.spec.num_classes, ctx.generator, ctx.device)
-        embeddings = self.embeddings[labels]
-        params = self.generator.round_parameters()
-        opt = torch.optim.Adam(params, lr=hp.lr_g, betas=(0.5, 0.999))
-        best = BestIterate()
-        self.generator.train()
-        for _ in range(hp.g_steps):
-            images = self.generator(embeddings, resolution)
-            loss = self._generator_loss(images, labels)
-            best.update(loss, images)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            for p, g in zip(params, grads):
-                p.grad = g
-            opt.step()
-        self.bn_loss.update_momentum()
-        kept = best.images if hp.keep_best else images.detach()
-        return SyntheticBatch(kept[:n], labels[:n], best.loss)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "generator": self.generator.state_dict(),
-                "bn_loss": self.bn_loss.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.generator.load_state_dict(state["generator"])
-        self.bn_loss.load_state_dict(state["bn_loss"])
+    def round_parameters(self, latent: torch.Tensor) -> list[torch.Tensor]:
+        """The generator's parameters and this round's noisy layers."""
+        return self.generator.round_parameters()

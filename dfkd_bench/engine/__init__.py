@@ -1,14 +1,28 @@
-"""The shared DFKD engine: losses, label layouts, the bank, the KD loop, evaluation, timing, resume."""
+"""The shared DFKD engine: losses, label layouts, the bank, the KD loop, evaluation, timing, resume,
+and the method API (`Method`, `GeneratorMethod`, `OnlineGeneratorMethod`). A method file needs only
+the names exported here and by `dfkd_bench`."""
 
+from ..models.hooks import BNStatistics, FeatureTap
+from ..schedule import ReferenceSchedule, RoundInfo
 from .augment import Normalize, student_augment
 from .bank import SyntheticBank, resize
+from .generator_method import GeneratorHparams, GeneratorMethod, GeneratorStep, StudentPass, TeacherPass
+from .generators import ConvStack, DeepDecoder, LatentGenerator, SpatialLatentGenerator
 from .labels import balanced_labels, random_labels
 from .losses import BNStatisticsLoss, adversarial_loss, js_divergence, kd_loss, total_variation
-from .method import Method, MethodContext, SyntheticBatch
+from .method import Method, MethodContext, StudentStep, SyntheticBatch
+from .online import OnlineGeneratorMethod, OnlineHparams
+from .synthesis import BestIterate
 from .trainer import CurvePoint, Diverged, DistillationRun, RunOutcome
 
 __all__ = [
-    "Normalize", "student_augment", "SyntheticBank", "resize", "balanced_labels", "random_labels",
+    "BNStatistics", "FeatureTap", "ReferenceSchedule", "RoundInfo",
+    "Normalize", "student_augment", "SyntheticBank", "resize",
+    "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "StudentPass", "TeacherPass",
+    "ConvStack", "DeepDecoder", "LatentGenerator", "SpatialLatentGenerator",
+    "balanced_labels", "random_labels",
     "BNStatisticsLoss", "adversarial_loss", "js_divergence", "kd_loss", "total_variation",
-    "Method", "MethodContext", "SyntheticBatch", "CurvePoint", "Diverged", "DistillationRun", "RunOutcome",
+    "Method", "MethodContext", "StudentStep", "SyntheticBatch",
+    "OnlineGeneratorMethod", "OnlineHparams", "BestIterate",
+    "CurvePoint", "Diverged", "DistillationRun", "RunOutcome",
 ]

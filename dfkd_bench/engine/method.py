@@ -1,23 +1,29 @@
-"""The method interface: a method owns how images are synthesised and any extra student loss."""
+"""The method interface: a method owns how images are synthesised and any extra student loss.
+
+A method declares what it can do as class attributes (`multi_resolution`, `sample_source`) and
+class methods (`default_resolutions`, `check_resolution`); the runner validates a run against them
+before any work starts, never by probing for attributes.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
 
 from ..config import MethodHparams
 from ..data.spec import DatasetSpec
+from ..errors import UserError
+from ..schedule import RoundInfo
 from .augment import Augment, Normalize, default_augment
 from .bank import resize
 from .losses import kd_loss
-from ..schedule import RoundInfo
-
 
 HookT = TypeVar("HookT")
+SAMPLE_SOURCES = ("bank", "online")
 
 
 @dataclass
@@ -27,6 +33,22 @@ class SyntheticBatch:
     images: torch.Tensor
     labels: torch.Tensor
     loss: float | None = None
+
+
+@dataclass
+class StudentStep:
+    """One student step's batch as `Method.student_loss` sees it (torchdistill-style explicit outputs).
+
+    `inputs` is what both models saw (augmented, resized, normalised); `features` holds the student's
+    penultimate features of the forward that gave `s_logits`, when the method's
+    `needs_student_features` is true (None otherwise).
+    """
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    s_logits: torch.Tensor
+    t_logits: torch.Tensor
+    features: torch.Tensor | None = None
 
 
 @dataclass
@@ -44,6 +66,25 @@ class MethodContext:
     channels_last: bool = False
     label_embeddings_loader: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
     _label_embeddings: torch.Tensor | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, teacher: nn.Module, student: nn.Module, spec: DatasetSpec, seed: int,
+               resolutions: Sequence[int] | None = None, device: torch.device | str = "cpu",
+               amp: str = "bf16", label_embeddings_loader: Callable[[], torch.Tensor] | None = None) -> "MethodContext":
+        """The one way to build a context (runner, benchmarks, tests): models moved to the device (and to
+        channels_last on CUDA), the run's RNG seeded, bf16 autocast on CUDA unless `amp` is "off"."""
+        device = torch.device(device)
+        cuda = device.type == "cuda"
+        teacher, student = teacher.to(device), student.to(device)
+        if cuda:
+            teacher = teacher.to(memory_format=torch.channels_last)
+            student = student.to(memory_format=torch.channels_last)
+        return cls(teacher=teacher, student=student, spec=spec, device=device,
+                   generator=torch.Generator(device=device).manual_seed(seed),
+                   resolutions=tuple(resolutions or (spec.input_size,)),
+                   normalize=Normalize(spec.mean, spec.std).to(device),
+                   amp_dtype=torch.bfloat16 if cuda and amp == "bf16" else None, channels_last=cuda,
+                   label_embeddings_loader=label_embeddings_loader)
 
     @property
     def resolution(self) -> int:
@@ -66,23 +107,55 @@ class MethodContext:
 
 
 class Method:
-    """Base class of every DFKD method; subclasses implement `synthesize` and set `Hparams`.
+    """Base class of every DFKD method; subclasses set `Hparams` and implement `synthesize` (a bank
+    method) or `train_generator` and `draw` (an online method, `sample_source = "online"`).
 
-    The engine owns rounds, the bank, the KD loop, evaluation, timing and checkpoints; it calls
-    `synthesize(n)` once a round, `student_loss` on every student step, and `end_round()` after.
+    The engine owns rounds, the bank, the student's optimiser and steps, evaluation, timing and
+    checkpoints. Bank methods: `synthesize(n, round)` once a round, the images banked, then student
+    steps on bank batches. Online methods: each student step trains on `draw(kd_batch)`, fresh
+    generator output, with `train_generator(round)` before every `student_steps_per_generator_step`
+    steps. Every student step's loss is `student_loss(step)`.
     """
 
     name: ClassVar[str] = ""
     Hparams: ClassVar[type[MethodHparams]] = MethodHparams
+    multi_resolution: ClassVar[bool] = False    # can one run generate at several resolutions
+    sample_source: ClassVar[str] = "bank"       # "bank" or "online" (see the class docstring)
 
     def __init__(self, ctx: MethodContext, hparams: MethodHparams) -> None:
         self.ctx = ctx
         self.hp = hparams
-        self.rounds_done = 0
-        self.round = RoundInfo(index=0, epoch=0, images=0, warmup=hparams.warmup_rounds > 0, kd_steps=0)
         self._hooks: list[Any] = []
         self._augments: dict[str, Augment] = {}
         self.loss_terms: dict[str, torch.Tensor] = {}  # the latest value of each loss term, for live tracking
+
+    @classmethod
+    def default_resolutions(cls, spec: DatasetSpec) -> tuple[int, ...]:
+        """The generation resolution(s) a run uses without `--resolution`: the teacher's input size."""
+        return (spec.input_size,)
+
+    @classmethod
+    def check_resolution(cls, resolution: int) -> None:
+        """Raise a one-line UserError for a generation resolution this method cannot make (default: any)."""
+
+    @classmethod
+    def check_resolutions(cls, resolutions: Sequence[int]) -> None:
+        """Refuse several resolutions for a single-resolution method, then check each one."""
+        if len(resolutions) > 1 and not cls.multi_resolution:
+            raise UserError(f"--multi-resolution {','.join(map(str, resolutions))}: {cls.name} generates at one "
+                            f"resolution; give one with --resolution N")
+        for r in resolutions:
+            cls.check_resolution(r)
+
+    @property
+    def needs_student_features(self) -> bool:
+        """True when `student_loss` reads `step.features` (the engine then records them)."""
+        return False
+
+    @property
+    def student_steps_per_generator_step(self) -> int:
+        """Online methods: student steps between two `train_generator` calls."""
+        return 1
 
     def record_terms(self, phase: str, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep each term's latest value (detached, on the device: no host sync) as `phase/name`, for
@@ -91,33 +164,24 @@ class Method:
             self.loss_terms[f"{phase}/{name}"] = value.detach()
         return terms
 
-    def track(self, hooks: HookT) -> HookT:
+    def keep_hook(self, hooks: HookT) -> HookT:
         """Remember an object holding forward hooks (it has `remove()`) so `close()` detaches it."""
         self._hooks.append(hooks)
         return hooks
 
     def close(self) -> None:
-        """Detach every tracked hook from the shared teacher and the student (called after a run)."""
+        """Detach every kept hook from the shared teacher and the student (called after a run)."""
         for hooks in self._hooks:
             hooks.remove()
         self._hooks.clear()
-
-    @property
-    def in_warmup(self) -> bool:
-        """True during the rounds that synthesise without KD (adversarial terms stay off)."""
-        return self.round.warmup
-
-    def begin_round(self, info: RoundInfo) -> None:
-        """Called by the engine before each round's `synthesize`, with what the schedule decided."""
-        self.round = info
 
     @property
     def feed_size(self) -> int | None:
         """Size at which teacher and student see synthetic images (None: as generated)."""
         return self.ctx.spec.input_size
 
-    def teacher_input(self, images: torch.Tensor) -> torch.Tensor:
-        """[0,1] images resized to `feed_size` and normalised, ready for teacher or student."""
+    def model_input(self, images: torch.Tensor) -> torch.Tensor:
+        """[0,1] images resized to `feed_size` and normalised: what teacher and student both see."""
         if self.feed_size is not None:
             images = resize(images, self.feed_size)
         x = self.ctx.normalize(images)
@@ -137,26 +201,29 @@ class Method:
         """New images as the generator loss sees them (augmented for the synthesis phase)."""
         return self.augmentation("synthesis")(images, self.ctx.generator)
 
-    def synthesize(self, n: int) -> SyntheticBatch:
-        """Make `n` new images (the budget's next share)."""
-        raise NotImplementedError
+    def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
+        """Bank methods: make `n` new images for `round` (None: a standalone post-warm-up round)."""
+        raise NotImplementedError(f"{self.name}: a bank method implements synthesize(n, round)")
 
-    def student_loss(self, images: torch.Tensor, labels: torch.Tensor,
-                     s_logits: torch.Tensor, t_logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Terms of the student's loss on a bank batch; the default is KD at temperature T."""
-        return {"kd": kd_loss(s_logits, t_logits, self.hp.temperature)}
+    def train_generator(self, round: RoundInfo) -> None:
+        """Online methods: update the generator before the next student steps."""
+        raise NotImplementedError(f"{self.name}: an online method implements train_generator(round)")
+
+    def draw(self, n: int) -> SyntheticBatch:
+        """Online methods: `n` fresh, detached images in [0,1] and their labels for one student step."""
+        raise NotImplementedError(f"{self.name}: an online method implements draw(n)")
+
+    def student_loss(self, step: StudentStep) -> dict[str, torch.Tensor]:
+        """Terms of the student's loss on one batch; the default is KD at temperature T."""
+        return {"kd": kd_loss(step.s_logits, step.t_logits, self.hp.temperature)}
 
     def student_parameters(self) -> list[nn.Parameter]:
         """Extra trainable parameters that the student optimiser must update (e.g. a projection head)."""
         return []
 
-    def end_round(self) -> None:
-        """Called by the engine after each round's synthesis (and KD)."""
-        self.rounds_done += 1
-
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume; subclasses add their generators and optimisers."""
-        return {"rounds_done": self.rounds_done}
+        return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rounds_done = state["rounds_done"]
+        """Restore what `state_dict` returned."""

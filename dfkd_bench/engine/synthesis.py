@@ -1,12 +1,12 @@
-"""Pieces of a synthesis step that several methods share: teacher terms, the student's
-adversarial term, and keeping the lowest-loss batch of a round."""
+"""Pieces of a synthesis step that pixel- and generator-based methods share: the teacher's terms, the
+student's logits in eval mode, and keeping the lowest-loss batch of a round."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .losses import BNStatisticsLoss, adversarial_loss
+from .losses import BNStatisticsLoss
 from .method import MethodContext
 
 
@@ -26,11 +26,6 @@ def student_logits(ctx: MethodContext, x: torch.Tensor) -> torch.Tensor:
         logits = ctx.student(x).float()
     ctx.student.train(was_training)
     return logits
-
-
-def student_adversarial(ctx: MethodContext, x: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
-    """The boundary loss of the student against the teacher on a synthetic batch."""
-    return adversarial_loss(student_logits(ctx, x), t_logits)
 
 
 class BestIterate:

@@ -16,7 +16,7 @@ from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import accuracy
 from .method import Method, MethodContext
-from ..schedule import Schedule, spread
+from ..schedule import RoundInfo, Schedule, spread
 from .timing import PhaseTimer
 
 
@@ -59,6 +59,7 @@ class RunState:
     curve: list[CurvePoint] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     last_loss: float = float("nan")
+    images_seen: int = 0  # online methods: fresh images the student has trained on
     stopped_at: int | None = None  # the round a time budget stopped the run before (None: not stopped)
 
 
@@ -88,6 +89,10 @@ class DistillationRun:
         self.on_round = on_round
         self.time_budget = time_budget
         self.bank = SyntheticBank(ctx.device)
+        self.online = self.schedule.source == "online"
+        if self.online != (method.sample_source == "online"):
+            raise ValueError(f"{method.name} samples from its {method.sample_source}, but the schedule is for "
+                             f"a {self.schedule.source} method")
         params = list(ctx.student.parameters()) + method.student_parameters()
         self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
@@ -130,7 +135,7 @@ class DistillationRun:
             acc = accuracy(self.ctx.student, self.test_split, self.ctx.normalize, amp_dtype=self.ctx.amp_dtype,
                            channels_last=self.ctx.channels_last)
         elapsed = self.timer.get("synth") + self.timer.get("kd")
-        self.state.curve.append(CurvePoint(round_idx, len(self.bank), elapsed, acc))
+        self.state.curve.append(CurvePoint(round_idx, self.images_so_far, elapsed, acc))
 
     def _distil(self, steps: int) -> None:
         if steps <= 0:
@@ -140,6 +145,44 @@ class DistillationRun:
         self.state.last_loss = loss
         if not math.isfinite(loss):
             raise Diverged(f"student loss became {loss}")
+
+    @property
+    def images_so_far(self) -> int:
+        """Synthetic images the student has had: banked (bank methods) or drawn (online methods)."""
+        return self.state.images_seen if self.online else len(self.bank)
+
+    def _online_round(self, info: RoundInfo) -> SyntheticBank:
+        """An online round: `info.kd_steps` student steps, each on `kd_batch` fresh images, the generator
+        trained before every `student_steps_per_generator_step` of them; returns the last batch."""
+        method, batch_size = self.method, self.hp.kd_batch
+        every = method.student_steps_per_generator_step
+        first = sum(r.kd_steps for r in self.schedule.rounds[:info.index])
+        total = torch.zeros((), device=self.ctx.device)
+        batch = None
+        for i in range(info.kd_steps):
+            with self.timer.phase("synth"):
+                if (first + i) % every == 0:
+                    method.train_generator(info)
+                batch = method.draw(batch_size)
+            with self.timer.phase("kd"):
+                total += self.distiller.step([(batch.images, batch.labels)], batch_size)
+        if batch is None or not torch.isfinite(batch.images).all():
+            raise Diverged(f"the generator's images became NaN/inf in round {info.index}")
+        self.state.last_loss = total.item() / max(1, info.kd_steps)
+        if not math.isfinite(self.state.last_loss):
+            raise Diverged(f"student loss became {self.state.last_loss}")
+        shown = SyntheticBank(self.ctx.device)  # the round's last batch, for sample grids only
+        shown.add(batch.images, batch.labels)
+        return shown
+
+    def _bank_round(self, info: RoundInfo) -> None:
+        """A bank round: synthesise the round's images, bank them, then the round's student steps."""
+        with self.timer.phase("synth"):
+            batch = self.method.synthesize(info.images, info)
+        if not torch.isfinite(batch.images).all() or (batch.loss is not None and not math.isfinite(batch.loss)):
+            raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
+        self.bank.add(batch.images, batch.labels)
+        self._distil(info.kd_steps)
 
     def _out_of_time(self, rounds_done: int) -> bool:
         """At a round boundary: has the time budget (if any) run out, final KD included?"""
@@ -169,16 +212,14 @@ class DistillationRun:
                 self.state.stopped_at = r
                 break
             info = self.schedule.rounds[r]
-            self.method.begin_round(info)
-            with self.timer.phase("synth"):
-                batch = self.method.synthesize(info.images)
-            if not torch.isfinite(batch.images).all() or (batch.loss is not None and not math.isfinite(batch.loss)):
-                raise Diverged(f"synthesis diverged in round {r} (loss {batch.loss})")
-            self.bank.add(batch.images, batch.labels)
-            self._distil(info.kd_steps)
+            if self.online:
+                self.bank = self._online_round(info)
+            else:
+                self._bank_round(info)
+            if self.online:
+                self.state.images_seen += info.images
             if self.schedule.lr_per_epoch and info.kd_steps > 0:
                 self.scheduler.step()  # the reference's cosine steps once per post-warm-up epoch
-            self.method.end_round()
             is_last = r == self.rounds - 1
             final = self.schedule.final_kd_steps
             if (r + 1) % self.hp.eval_every == 0 and not (is_last and final > 0):
@@ -196,5 +237,5 @@ class DistillationRun:
         elif not self.state.curve or self.state.curve[-1].round != rounds_run:
             self._evaluate(rounds_run)
         self.state.seconds = self.timer.seconds
-        return RunOutcome(self.state.curve[-1].student_acc, len(self.bank), dict(self.timer.seconds),
+        return RunOutcome(self.state.curve[-1].student_acc, self.images_so_far, dict(self.timer.seconds),
                           list(self.state.curve), self.bank)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn as nn
 
@@ -72,6 +75,17 @@ class FeatureTap:
             model.feature_layer.register_forward_hook(self._keep_map),
             model.classifier.register_forward_pre_hook(self._keep_features),
         ]
+
+    @contextmanager
+    def capture(self) -> Iterator["FeatureTap"]:
+        """Record the forwards inside the block (what earlier forwards left is cleared first)."""
+        was = self.enabled
+        self.conv_map = self.penultimate = None
+        self.enabled = True
+        try:
+            yield self
+        finally:
+            self.enabled = was
 
     def _keep_map(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if self.enabled:

@@ -1,0 +1,260 @@
+"""`GeneratorMethod`: what generator-based DFKD methods share, behind public hooks.
+
+The base owns the generator's round loop (g_steps optimiser steps, keep-best), the BN-statistics
+loss with momentum, synthesis augmentation, the one-hot / BN / adversarial terms and their warm-up
+gate, and state_dict. A method changes what it needs through public hooks, the generator-side mirror
+of `Method.student_loss`:
+
+- `build_generator()`: the generator module (required);
+- `round_labels(n)`, `round_latent(labels)`, `generate(latent, resolution)`: what one step draws;
+- `round_resolution(round)`, `start_round(round)`: per-round choices and resets;
+- `generator_terms(step)`: the weighted loss terms on one batch of new images;
+- `adversarial_term(step)`: the student-vs-teacher term (default: Fast's boundary loss);
+- `round_parameters(latent)`, `round_optimizer(params)`, `apply_gradients(...)`, `end_synthesis()`:
+  what a round trains, and how (Fast's meta-learning overrides these four).
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import MethodHparams
+from ..errors import UserError
+from ..models.hooks import FeatureTap
+from ..schedule import RoundInfo
+from .labels import random_labels
+from .losses import BNStatisticsLoss, adversarial_loss
+from .method import Method, MethodContext, SyntheticBatch
+from .synthesis import BestIterate
+
+
+@dataclass
+class GeneratorHparams(MethodHparams):
+    """The knobs every generator method shares: loss weights (oh: one-hot CE, bn: BN statistics,
+    adv: adversarial), the BN loss's momentum, g_steps generator steps per round at lr_g (Adam,
+    betas `g_betas`), synthesis augmentation and keep-best (bank the round's lowest-loss iterate)."""
+
+    oh: float = 0.5
+    bn: float = 10.0
+    adv: float = 1.33
+    bn_momentum: float = 0.9
+    g_steps: int = 1
+    lr_g: float = 1e-3
+    g_betas: tuple[float, ...] = (0.5, 0.999)
+    synth_augment: bool = True
+    keep_best: bool = True
+
+    def validate(self, method: str = "method") -> None:
+        super().validate(method)
+        if self.g_steps < 1:
+            raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
+        if not 0 <= self.bn_momentum < 1:
+            raise UserError(f"{method}.bn_momentum={self.bn_momentum}: it must be in [0, 1)")
+        if len(self.g_betas) != 2:
+            raise UserError(f"{method}.g_betas={self.g_betas}: give two numbers, e.g. 0.5,0.999")
+
+
+@dataclass
+class TeacherPass:
+    """The teacher's outputs on a synthetic batch: logits, the BN-statistics loss of that forward
+    (None when the method's bn weight is 0), CE to the target labels, and the last conv map (when
+    `GeneratorMethod.keeps_teacher_map`)."""
+
+    logits: torch.Tensor
+    bn: torch.Tensor | None
+    ce: torch.Tensor
+    conv_map: torch.Tensor | None = None
+
+
+@dataclass
+class StudentPass:
+    """The student's logits (eval mode) on a synthetic batch, with its penultimate features."""
+
+    logits: torch.Tensor
+    features: torch.Tensor | None
+
+
+@dataclass
+class GeneratorStep:
+    """One generator step's batch. `images` are the generator's [0,1] output (with grad), `labels`
+    the targets; `view` (augmented) and `inputs` (what the models see), `teacher` and `student` are
+    filled by `GeneratorMethod.teacher_pass` / `student_pass`, each computed once per step."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: int = 0
+    view: torch.Tensor | None = None
+    inputs: torch.Tensor | None = None
+    teacher: TeacherPass | None = None
+    student: StudentPass | None = None
+
+
+class GeneratorMethod(Method):
+    """A bank method whose images come from a trained generator; see the module docstring for hooks."""
+
+    Hparams: ClassVar[type[MethodHparams]] = GeneratorHparams
+    hp: GeneratorHparams
+
+    def __init__(self, ctx: MethodContext, hparams: GeneratorHparams) -> None:
+        super().__init__(ctx, hparams)
+        self.round = RoundInfo.standalone()
+        self.bn_loss = self.keep_hook(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
+        self._teacher_tap: FeatureTap | None = None
+        self._student_tap: FeatureTap | None = None
+        self.generator = self.build_generator()
+
+    # ----- hooks a method overrides -------------------------------------------------------------
+    def build_generator(self) -> nn.Module:
+        """A freshly initialised generator on the device."""
+        raise NotImplementedError(f"{self.name}: a GeneratorMethod implements build_generator()")
+
+    def start_round(self, round: RoundInfo) -> None:
+        """Before a round's first step: re-initialise what the round asks for (default: nothing)."""
+
+    def round_resolution(self, round: RoundInfo) -> int:
+        """The resolution this round generates at (default: the run's one resolution)."""
+        return self.ctx.resolution
+
+    def round_labels(self, n: int) -> torch.Tensor:
+        """Target labels of the round's images (default: uniformly random, drawn with the run's RNG)."""
+        return random_labels(n, self.ctx.spec.num_classes, self.ctx.generator, self.ctx.device)
+
+    def round_latent(self, labels: torch.Tensor) -> Any:
+        """The generator's input for these labels (default: z ~ N(0, 1) of the generator's latent_shape)."""
+        g = self.ctx.generator
+        shape = getattr(self.generator, "latent_shape", None)
+        if shape is None:
+            raise NotImplementedError(f"{self.name}: a generator without latent_shape needs round_latent()")
+        z = torch.randn(labels.shape[0], *shape, generator=g, device=g.device)
+        return z.to(self.ctx.device)
+
+    def generate(self, latent: Any, resolution: int) -> torch.Tensor:
+        """Images in [0,1] from the latent (default: `self.generator(latent)`)."""
+        return self.generator(latent)
+
+    @property
+    def adversarial_on(self) -> bool:
+        """Whether this round's loss carries the adversarial term (default: adv > 0 after warm-up)."""
+        return self.hp.adv > 0 and not self.round.in_warmup
+
+    @property
+    def keeps_teacher_map(self) -> bool:
+        """Whether `teacher_pass` records the teacher's last conv map (for CAM-style terms)."""
+        return False
+
+    def generator_terms(self, step: GeneratorStep) -> dict[str, torch.Tensor]:
+        """The weighted generator-loss terms on one batch: bn*BN + oh*CE (+ adv*adversarial)."""
+        hp = self.hp
+        teacher = self.teacher_pass(step)
+        terms = {} if teacher.bn is None else {"bn": hp.bn * teacher.bn}
+        if hp.oh > 0:
+            terms["oh"] = hp.oh * teacher.ce
+        if self.adversarial_on:
+            terms["adv"] = hp.adv * self.adversarial_term(step)
+        return terms
+
+    def adversarial_term(self, step: GeneratorStep) -> torch.Tensor:
+        """The student-vs-teacher term the generator minimises (default: the boundary loss of Fast/NAYER)."""
+        return adversarial_loss(self.student_pass(step).logits, self.teacher_pass(step).logits)
+
+    def round_parameters(self, latent: Any) -> list[torch.Tensor]:
+        """What a round's optimiser trains (default: the generator's parameters)."""
+        return list(self.generator.parameters())
+
+    def round_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        """A fresh optimiser for the round (default: Adam at lr_g with betas g_betas)."""
+        return torch.optim.Adam(params, lr=self.hp.lr_g, betas=tuple(self.hp.g_betas))
+
+    def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
+                        optimizer: torch.optim.Optimizer) -> None:
+        """Take one optimiser step with these gradients."""
+        for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+
+    def end_synthesis(self) -> None:
+        """After a round's last step (before the BN momentum update); default: nothing."""
+
+    # ----- shared pieces ------------------------------------------------------------------------
+    def view_of(self, step: GeneratorStep) -> torch.Tensor:
+        """The step's images as the losses see them: augmented when synth_augment is on."""
+        if step.view is None:
+            step.view = self.synthesis_view(step.images) if self.hp.synth_augment else step.images
+            step.inputs = self.model_input(step.view)
+        return step.view
+
+    def teacher_pass(self, step: GeneratorStep) -> TeacherPass:
+        """The teacher's forward on the step's view (once per step): logits, BN loss, CE, conv map."""
+        if step.teacher is None:
+            self.view_of(step)
+            ctx = self.ctx
+            if self.keeps_teacher_map and self._teacher_tap is None:
+                self._teacher_tap = self.keep_hook(FeatureTap(ctx.teacher))
+            tap = self._teacher_tap if self.keeps_teacher_map else None
+            with self.bn_loss.collect() if self.hp.bn > 0 else nullcontext(), \
+                    tap.capture() if tap is not None else nullcontext(), ctx.autocast():
+                logits = ctx.teacher(step.inputs).float()
+            bn = self.bn_loss() if self.hp.bn > 0 else None
+            step.teacher = TeacherPass(logits, bn, F.cross_entropy(logits, step.labels),
+                                       tap.conv_map if tap is not None else None)
+        return step.teacher
+
+    def student_pass(self, step: GeneratorStep) -> StudentPass:
+        """The student's forward on the step's inputs in eval mode (its BN statistics stay put), once."""
+        if step.student is None:
+            self.view_of(step)
+            ctx = self.ctx
+            if self._student_tap is None:
+                self._student_tap = self.keep_hook(FeatureTap(ctx.student))
+            was_training = ctx.student.training
+            ctx.student.eval()
+            with self._student_tap.capture() as tap, ctx.autocast():
+                logits = ctx.student(step.inputs).float()
+            ctx.student.train(was_training)
+            step.student = StudentPass(logits, tap.penultimate)
+        return step.student
+
+    def generator_loss(self, step: GeneratorStep) -> torch.Tensor:
+        """The sum of `generator_terms`, each term kept for live tracking."""
+        return sum(self.record_terms("synth", self.generator_terms(step)).values())
+
+    def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
+        """One round: g_steps optimiser steps on `round_parameters`, then the kept batch (the lowest-loss
+        iterate under keep_best, else the last). Gradients are taken for those parameters only
+        (autograd.grad), so synthesis computes no student weight gradients."""
+        hp = self.hp
+        self.round = round or RoundInfo.standalone(images=n)
+        self.start_round(self.round)
+        resolution = self.round_resolution(self.round)
+        labels = self.round_labels(n)
+        latent = self.round_latent(labels)
+        params = self.round_parameters(latent)
+        optimizer = self.round_optimizer(params)
+        best = BestIterate()
+        self.generator.train()
+        for index in range(hp.g_steps):
+            images = self.generate(latent, resolution)
+            loss = self.generator_loss(GeneratorStep(images, labels, index))
+            if hp.keep_best:
+                best.update(loss, images)
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            self.apply_gradients(params, grads, optimizer)
+        self.end_synthesis()
+        self.bn_loss.update_momentum()
+        if hp.keep_best:
+            return SyntheticBatch(best.images[:n], labels[:n], best.loss)
+        return SyntheticBatch(images.detach()[:n], labels[:n], float(loss.detach()))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "generator": self.generator.state_dict(), "bn_loss": self.bn_loss.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.generator.load_state_dict(state["generator"])
+        self.bn_loss.load_state_dict(state["bn_loss"])
