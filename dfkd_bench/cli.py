@@ -179,8 +179,10 @@ def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None
 @click.option("--student", default=None, help="Student architecture (default: the dataset's).")
 @click.option("--pair", "pairs", multiple=True, help="TEACHER:STUDENT pair to sweep (repeatable).")
 @click.option("--teacher-checkpoint", default=None, help="Teacher weights to use instead of the cache.")
-@click.option("--resolution", default=None, help="Generation resolution N (a list sweeps).")
-@click.option("--resolutions", default=None, help="Multi-resolution set for one run, e.g. 16,32.")
+@click.option("--sweep-resolutions", "--resolution", "resolution", default=None,
+              help="Generation resolution N; a list makes one run per resolution (old spelling: --resolution).")
+@click.option("--multi-resolution", "--resolutions", "resolutions", default=None,
+              help="ONE run generating at several resolutions, e.g. 16,32 (MUSE; old spelling: --resolutions).")
 @click.option("--seed", default="0", show_default=True, help="Seed (a list sweeps).")
 @click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -224,8 +226,8 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
     printer = RunPrinter(quiet)
     with printer:
         rows = run(_split(methods, str, "--methods"), dataset=dataset, ratio=_split(ratio, float, "--ratio"),
-                   seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--resolution"),
-                   resolutions=_split(resolutions, int, "--resolutions"), teacher=teacher, student=student,
+                   seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--sweep-resolutions"),
+                   resolutions=_split(resolutions, int, "--multi-resolution"), teacher=teacher, student=student,
                    pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
                    teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
                    label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol,

@@ -72,7 +72,7 @@ def _time_budgets(path: Path, values: Any) -> list[float]:
 def _is_multi(method: str) -> bool:
     from .plugins import METHODS
 
-    return bool(getattr(METHODS.get(method), "multi_resolution", False))
+    return METHODS.get(method).multi_resolution
 
 
 def parse_shard(value: str | None) -> tuple[int, int]:

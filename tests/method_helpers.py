@@ -8,7 +8,7 @@ import torch
 
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.data import get_dataset
-from dfkd_bench.engine import Method, MethodContext, Normalize
+from dfkd_bench.engine import Method, MethodContext
 from dfkd_bench.label_embeddings import load_label_embeddings
 from dfkd_bench.models import create_model
 
@@ -24,10 +24,8 @@ def make_ctx(resolutions: tuple[int, ...] = (32,), seed: int = 0) -> MethodConte
     for p in teacher.parameters():
         p.requires_grad_(False)
     student = create_model("digits_resnet8_slim", spec.num_classes)
-    return MethodContext(teacher=teacher, student=student, spec=spec, device=torch.device("cpu"),
-                         generator=torch.Generator().manual_seed(seed), resolutions=resolutions,
-                         normalize=Normalize(spec.mean, spec.std),
-                         label_embeddings_loader=lambda: load_label_embeddings("digits").vectors)
+    return MethodContext.create(teacher, student, spec, seed, resolutions=resolutions,
+                                label_embeddings_loader=lambda: load_label_embeddings("digits").vectors)
 
 
 def make_method(cls: type[Method], ctx: MethodContext, **overrides: Any) -> Any:

@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.data import get_dataset
-from dfkd_bench.engine import MethodContext
+from dfkd_bench.engine import GeneratorStep, MethodContext
 from dfkd_bench.engine.generators import (ConvStack, DeepDecoder, LatentGenerator, SpatialLatentGenerator,
                                           generator_kind)
 from dfkd_bench.errors import UserError
@@ -218,13 +218,9 @@ def test_fast_persistent_latent_is_meta_learned_and_resumes(meta: str) -> None:
     assert z.shape == (4, 8, 7, 7) and z.requires_grad
     assert any(g["params"][0] is z for g in method.meta_optimizer.param_groups)
     start = z.detach().clone()
-    method.begin_round(info(0))
-    method.synthesize(4)
-    method.end_round()
+    method.synthesize(4, info(0))
     assert method.z is z and not torch.equal(z.detach(), start)  # the same latent, moved by the meta step
-    method.begin_round(info(1))
-    assert method.synthesize(3).images.shape == (3, 3, 112, 112)  # a short last round uses the first rows
-    method.end_round()
+    assert method.synthesize(3, info(1)).images.shape == (3, 3, 112, 112)  # a short last round uses the first rows
 
     other = make("fast", "digits", make_ctx((112,)), persistent_z=True, meta=meta, **FAST_DEEP)
     assert torch.equal(other.z, start) and not torch.equal(other.z, z)  # same models, an unlearned latent
@@ -236,9 +232,7 @@ def test_fast_persistent_latent_is_meta_learned_and_resumes(meta: str) -> None:
                                                   for g in other.meta_optimizer.param_groups)
     method.ctx.generator.manual_seed(3)
     other.ctx.generator.manual_seed(3)
-    for m in (method, other):
-        m.begin_round(info(2))
-    assert torch.equal(method.synthesize(4).images, other.synthesize(4).images)
+    assert torch.equal(method.synthesize(4, info(2)).images, other.synthesize(4, info(2)).images)
     assert torch.equal(method.z, other.z)
 
 
@@ -253,12 +247,10 @@ def test_fast_round_starts_from_the_persistent_latent() -> None:
 
     type(method.generator).forward = spy  # type: ignore[method-assign]  # the clone is a deepcopy: patch the class
     try:
-        method.begin_round(info(0))
         start = method.z.detach().clone()
-        method.synthesize(4)
+        method.synthesize(4, info(0))
         after_meta = method.z.detach().clone()
-        method.begin_round(info(1))
-        method.synthesize(4)
+        method.synthesize(4, info(1))
     finally:
         type(method.generator).forward = generator_forward  # type: ignore[method-assign]
     assert torch.equal(seen[0], start)                    # round 0 starts at the persistent latent
@@ -269,9 +261,7 @@ def test_fast_z_life_redraws_the_latent_and_the_meta_optimizer() -> None:
     method = make("fast", "digits", make_ctx((112,)), persistent_z=True, z_life=2, **FAST_DEEP)
     ids = []
     for r in range(5):
-        method.begin_round(info(r))
-        method.synthesize(4)
-        method.end_round()
+        method.synthesize(4, info(r))
         ids.append((id(method.z), id(method.meta_optimizer)))
     assert ids[0] == ids[1] != ids[2] == ids[3] != ids[4]
 
@@ -289,15 +279,15 @@ def test_fast_fresh_latent_without_persistent_z() -> None:
 def test_fast_keep_best_or_last_iterate(keep_best: bool) -> None:
     method = make("fast", "digits", make_ctx(), g_steps=4, synth_batch=8, keep_best=keep_best, lr_g=0.05)
     losses, images = [], []
-    loss_fn = method._generator_loss
+    loss_fn = method.generator_loss
 
-    def recorded(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = loss_fn(x, labels)
+    def recorded(step: GeneratorStep) -> torch.Tensor:
+        loss = loss_fn(step)
         losses.append(float(loss.detach()))
-        images.append(x.detach().clone())
+        images.append(step.images.detach().clone())
         return loss
 
-    method._generator_loss = recorded  # type: ignore[method-assign]
+    method.generator_loss = recorded  # type: ignore[method-assign]
     batch = method.synthesize(8)
     pick = losses.index(min(losses)) if keep_best else len(losses) - 1
     assert batch.loss == pytest.approx(losses[pick])
@@ -311,11 +301,9 @@ def test_fast_adversarial_in_warmup_switch(adv_in_warmup: bool) -> None:
     calls = []
     hook = ctx.student.register_forward_pre_hook(lambda *_: calls.append(1))
     try:
-        method.begin_round(info(0, warmup=True))
-        method.synthesize(4)
+        method.synthesize(4, info(0, warmup=True))
         in_warmup = len(calls)
-        method.begin_round(info(1))
-        method.synthesize(4)
+        method.synthesize(4, info(1))
     finally:
         hook.remove()
     assert in_warmup == (2 if adv_in_warmup else 0)
@@ -328,18 +316,16 @@ def _meta_generator_at_first_step(method: Fast, round_info: RoundInfo) -> dict[s
     """The meta-generator's parameters as the round's first inner step sees them (after any reset,
     before the round's meta step)."""
     seen: dict[str, torch.Tensor] = {}
-    loss_fn = method._generator_loss
+    loss_fn = method.generator_loss
 
-    def recorded(x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def recorded(step: GeneratorStep) -> torch.Tensor:
         if not seen:
             seen.update({k: v.detach().clone() for k, v in method.generator.state_dict().items()})
-        return loss_fn(x, labels)
+        return loss_fn(step)
 
-    method._generator_loss = recorded  # type: ignore[method-assign]
-    method.begin_round(round_info)
-    method.synthesize(8)
-    method.end_round()
-    del method._generator_loss
+    method.generator_loss = recorded  # type: ignore[method-assign]
+    method.synthesize(8, round_info)
+    del method.generator_loss
     return seen
 
 
@@ -402,9 +388,7 @@ def test_32px_rounds_match_the_recorded_fingerprint(name: str, preset: str) -> N
     method = make(name, preset, make_ctx(), **overrides)
     got = []
     for round_info in ROUNDS:
-        method.begin_round(round_info)
-        batch = method.synthesize(8)
-        method.end_round()
+        batch = method.synthesize(8, round_info)
         got.append((batch.images.double().sum().item(), int(batch.labels.sum())))
     expected = FINGERPRINTS[(name, preset)]
     assert [labels for _, labels in got] == [labels for _, labels in expected]

@@ -15,7 +15,7 @@ from dfkd_bench.schedule import RoundInfo
 from dfkd_bench import Method, MethodContext, SyntheticBatch, UserError, register_method
 from dfkd_bench.config import MethodHparams, resolve_hparams
 from dfkd_bench.data import get_dataset
-from dfkd_bench.engine import Normalize, kd_loss
+from dfkd_bench.engine import GeneratorMethod, Normalize, StudentStep, kd_loss
 from dfkd_bench.models import create_model
 from dfkd_bench.plugins import METHODS, load_plugin
 from dfkd_bench.registry import Registry
@@ -81,7 +81,7 @@ def test_entry_point_group_is_consulted(monkeypatch: pytest.MonkeyPatch) -> None
         def load(self) -> type:
             @register_method("ep_method", "registered by an installed package")
             class EpMethod(Method):
-                def synthesize(self, n: int) -> SyntheticBatch:
+                def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
                     raise NotImplementedError
 
             return EpMethod
@@ -106,7 +106,7 @@ def test_load_plugin_registers_and_reports_bad_files(tmp_path: Path) -> None:
         "@register_method('my_noise')\n"
         "class MyNoise(Method):\n"
         "    '''Uniform noise images.'''\n"
-        "    def synthesize(self, n):\n"
+        "    def synthesize(self, n, round=None):\n"
         "        c = self.ctx\n"
         "        x = torch.rand(n, 3, c.resolution, c.resolution, generator=c.generator)\n"
         "        return SyntheticBatch(x, torch.zeros(n, dtype=torch.long))\n")
@@ -151,9 +151,7 @@ def make_ctx(teacher: nn.Module, resolution: int = 32, seed: int = 0) -> MethodC
     """What runner.execute builds, on the CPU, with a fresh untrained student."""
     torch.manual_seed(seed)
     student = create_model("digits_resnet8_slim", SPEC.num_classes)
-    return MethodContext(teacher=teacher, student=student, spec=SPEC, device=torch.device("cpu"),
-                         generator=torch.Generator().manual_seed(seed), resolutions=(resolution,),
-                         normalize=Normalize(SPEC.mean, SPEC.std))
+    return MethodContext.create(teacher, student, SPEC, seed, resolutions=(resolution,))
 
 
 def make_method(name: str, ctx: MethodContext, **overrides: object) -> Method:
@@ -168,8 +166,9 @@ QUICK = {"deepinversion": dict(iterations=1, synth_batch=16), "fast": dict(g_ste
 @pytest.mark.parametrize("name", ["deepinversion", "fast"])
 def test_synthesize_shapes_range_and_labels(tiny_teacher: nn.Module, name: str, resolution: int) -> None:
     method = make_method(name, make_ctx(tiny_teacher, resolution), **QUICK[name])
-    for n in (10, 3):
-        batch = method.synthesize(n)
+    for index, n in enumerate((10, 3)):
+        round_info = RoundInfo.standalone(index=index, images=n)
+        batch = method.synthesize(n, round_info)
         assert isinstance(batch, SyntheticBatch)
         assert batch.images.shape == (n, 3, resolution, resolution)
         assert batch.images.dtype == torch.float32 and not batch.images.requires_grad
@@ -177,8 +176,9 @@ def test_synthesize_shapes_range_and_labels(tiny_teacher: nn.Module, name: str, 
         assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
         assert batch.labels.min() >= 0 and batch.labels.max() < SPEC.num_classes
         assert batch.loss is not None and torch.isfinite(torch.tensor(batch.loss))
-        method.end_round()
-    assert method.rounds_done == 2
+        if isinstance(method, GeneratorMethod):  # the engine owns the round count; the method keeps the round
+            assert method.round is round_info
+    assert isinstance(method, GeneratorMethod) == (name == "fast")
 
 
 def test_synthesis_is_reproducible_from_the_context_generator(tiny_teacher: nn.Module) -> None:
@@ -208,9 +208,9 @@ def test_deepinversion_keep_best_reports_the_lowest_loss(tiny_teacher: nn.Module
 def test_deepinversion_adi_and_lowres_branches_run(tiny_teacher: nn.Module) -> None:
     method = make_method("deepinversion", make_ctx(tiny_teacher), iterations=3, lowres_iterations=2, adi=1.0,
                          synth_batch=8)
-    method.end_round()  # the ADI (student) term is used from the second round on
-    batch = method.synthesize(8)
+    batch = method.synthesize(8, RoundInfo.standalone(index=1))  # the ADI (student) term from the second round on
     assert batch.images.shape == (8, 3, 32, 32) and torch.isfinite(batch.images).all()
+    assert "synth/adi" in method.loss_terms
 
 
 @pytest.mark.parametrize("meta", ["maml", "reptile"])
@@ -218,9 +218,8 @@ def test_fast_generator_loss_falls_over_rounds(tiny_teacher: nn.Module, meta: st
     method = make_method("fast", make_ctx(tiny_teacher), g_steps=3, synth_batch=16, warmup_rounds=0, adv=0.0,
                          meta=meta)
     losses = []
-    for _ in range(8):
-        losses.append(method.synthesize(16).loss)
-        method.end_round()
+    for r in range(8):
+        losses.append(method.synthesize(16, RoundInfo.standalone(index=r)).loss)
     # Every round starts from a fresh latent: the loss only falls if the meta-generator learns.
     assert losses[-1] < 0.85 * losses[0], losses
 
@@ -228,14 +227,16 @@ def test_fast_generator_loss_falls_over_rounds(tiny_teacher: nn.Module, meta: st
 def test_fast_meta_generator_moves_once_per_round_and_state_round_trips(tiny_teacher: nn.Module) -> None:
     method = make_method("fast", make_ctx(tiny_teacher), **QUICK["fast"])
     before = [p.detach().clone() for p in method.generator.parameters()]
-    method.synthesize(8)
-    method.end_round()
+    method.synthesize(8, RoundInfo.standalone(index=0))
     assert any(not torch.equal(a, b) for a, b in zip(before, method.generator.parameters()))
     assert method.bn_loss.ema_mean is not None  # the BN momentum buffer was filled
 
     other = make_method("fast", make_ctx(tiny_teacher, seed=7), **QUICK["fast"])
     other.load_state_dict(method.state_dict())
-    assert other.rounds_done == 1
+    # one round done: the meta-optimiser took exactly one step, and its state travelled
+    steps = [float(s["step"]) for s in other.meta_optimizer.state_dict()["state"].values()]
+    assert steps == [float(s["step"]) for s in method.meta_optimizer.state_dict()["state"].values()]
+    assert steps and set(steps) == {1.0}
     for a, b in zip(method.generator.state_dict().values(), other.generator.state_dict().values()):
         assert torch.equal(a, b)
     assert all(torch.equal(a, b) for a, b in zip(method.bn_loss.ema_var, other.bn_loss.ema_var))
@@ -257,16 +258,15 @@ def test_default_student_loss_is_kd_and_warmup_follows_the_round(tiny_teacher: n
 
     method = Method(make_ctx(tiny_teacher), Hp(temperature=3.0, warmup_rounds=2))
     s, t = torch.randn(4, 10), torch.randn(4, 10)
-    terms = method.student_loss(torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), s, t)
+    terms = method.student_loss(StudentStep(torch.rand(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), s, t))
     assert list(terms) == ["kd"] and torch.equal(terms["kd"], kd_loss(s, t, 3.0))
-    assert method.in_warmup
-    method.begin_round(RoundInfo(index=2, epoch=2, images=4, warmup=False, kd_steps=1))
-    assert not method.in_warmup
-    method.end_round()
-    method.end_round()
-    assert method.state_dict() == {"rounds_done": 2}
-    # teacher_input resizes to the dataset's input size and normalises
-    x = method.teacher_input(torch.full((2, 3, 16, 16), 0.305))
+    # warm-up is read from the round the engine passes, not counted by the method
+    assert RoundInfo(index=0, epoch=0, images=4, warmup=True, kd_steps=0).in_warmup
+    assert not RoundInfo(index=2, epoch=2, images=4, warmup=False, kd_steps=1).in_warmup
+    assert not RoundInfo.standalone().in_warmup and not RoundInfo.standalone(index=1).in_warmup
+    assert method.state_dict() == {}  # the base method keeps no round count
+    # model_input resizes to the dataset's input size and normalises
+    x = method.model_input(torch.full((2, 3, 16, 16), 0.305))
     assert x.shape == (2, 3, 32, 32) and x.abs().max() < 1e-5
 
 

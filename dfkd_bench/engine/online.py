@@ -29,12 +29,14 @@ BUDGETS = ("images", "steps")
 class OnlineHparams(GeneratorHparams):
     """GeneratorHparams plus the online loop: s_steps student steps per generator phase, round_steps
     student steps per round, and the budget ("images": the ratio's images / kd_batch steps; "steps":
-    the paper's `paper_steps`). No warm-up, no bank, no synthesis augmentation or keep-best."""
+    the paper's `paper_steps`). No warm-up, no bank, no synthesis augmentation, keep-best or BN term
+    by default (DFQ turns bn on)."""
 
     s_steps: int = 1
     round_steps: int = 50
     budget: str = "images"
     paper_steps: int = 0
+    bn: float = 0.0
     synth_augment: bool = False
     keep_best: bool = False
     bn_momentum: float = 0.0

@@ -1,0 +1,273 @@
+"""Method API v2: declared capabilities and their one-line errors, the online sample source on the
+image budget (and the paper's steps), bit-identical resume for an online and a bank method, the engine's
+explicit student features, the nine methods end to end, and new method files on public names only."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from cli_helpers import ok, one_line_error
+
+import dfkd_bench
+import dfkd_bench.engine as engine
+from dfkd_bench.config import resolve_hparams
+from dfkd_bench.data import get_dataset
+from dfkd_bench.engine import (DistillationRun, GeneratorStep, LatentGenerator, Method, MethodContext,
+                               OnlineGeneratorMethod, OnlineHparams, StudentStep)
+from dfkd_bench.errors import UserError
+from dfkd_bench.models import create_model
+from dfkd_bench.plugins import METHODS
+
+SPEC = get_dataset("digits")
+METHOD_DIR = Path(dfkd_bench.__file__).resolve().parent.parent / "methods"
+NEW_METHODS = ("dafl", "zskt", "dfad", "dfq", "cmi")
+ALL_METHODS = ("deepinversion", "fast", "nayer", "muse", *NEW_METHODS)
+
+
+def tiny_ctx(seed: int = 0) -> MethodContext:
+    """Untrained slim digits models (teacher frozen) in a CPU context from the one factory."""
+    torch.manual_seed(seed)
+    teacher = create_model("digits_resnet8_slim", SPEC.num_classes).eval().requires_grad_(False)
+    return MethodContext.create(teacher, create_model("digits_resnet8_slim", SPEC.num_classes), SPEC, seed)
+
+
+@dataclass
+class TinyOnlineHparams(OnlineHparams):
+    """A one-layer-wide latent generator, tiny steps."""
+
+    nz: int = 8
+    ngf: int = 4
+    kd_batch: int = 8
+    round_steps: int = 3
+    s_steps: int = 2
+    adv: float = 1.0
+    oh: float = 1.0
+
+
+class TinyOnline(OnlineGeneratorMethod):
+    """An online method on public hooks only: CE to random labels plus the boundary term."""
+
+    Hparams: ClassVar[type] = TinyOnlineHparams
+    name = "tiny_online"
+
+    def build_generator(self) -> LatentGenerator:
+        return LatentGenerator(self.hp.nz, self.hp.ngf, self.ctx.resolution, SPEC.in_chans)
+
+
+def test_capabilities_are_declared_on_method_with_defaults() -> None:
+    assert Method.multi_resolution is False and Method.sample_source == "bank"
+    assert Method.default_resolutions(SPEC) == (SPEC.input_size,)
+    Method.check_resolution(18)  # the base accepts any size
+    assert METHODS.get("muse").multi_resolution and METHODS.get("muse").default_resolutions(SPEC) == (16,)
+    for name in ALL_METHODS:
+        cls = METHODS.get(name)
+        assert cls.sample_source in ("bank", "online"), name
+        with pytest.raises(UserError, match="one resolution") if not cls.multi_resolution else _no_error():
+            cls.check_resolutions((16, 32))
+
+
+class _no_error:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("args, pieces", [
+    (["--methods", "fast", "--resolution", "18"], ["--resolution 18", "fast", "multiples of 4"]),
+    (["--methods", "nayer", "--sweep-resolutions", "30"], ["--resolution 30", "nayer"]),
+    (["--methods", "dfad", "--resolution", "0"], ["--resolution 0", "out of range"]),
+    (["--methods", "muse", "--resolution", "0"], ["--resolution 0", "out of range"]),
+    (["--methods", "deepinversion", "--resolutions", "16,32"], ["--multi-resolution 16,32", "one resolution"]),
+    (["--methods", "cmi", "--multi-resolution", "16,32"], ["cmi", "one resolution"]),
+])
+def test_capability_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[str], pieces: list[str]) -> None:
+    one_line_error(["run", "--dataset", "digits", "--smoke", "--out", str(tmp_path), *args], *pieces)
+    assert not (tmp_path / "runs.csv").exists()  # refused before any work
+
+
+def test_online_schedule_fixes_student_steps_by_the_image_budget() -> None:
+    hp = resolve_hparams(TinyOnlineHparams, "digits", {}, "tiny_online")
+    schedule = hp.equal_schedule(104)
+    assert schedule.source == "online" and schedule.budget == "images"
+    assert [r.kd_steps for r in schedule.rounds] == [3, 3, 3, 3, 1]  # 104 / 8 = 13 steps, rounds of 3
+    assert schedule.images == 104 and all(r.images == 8 * r.kd_steps for r in schedule.rounds)
+    steps = resolve_hparams(TinyOnlineHparams, "digits", {"budget": "steps", "paper_steps": "7"}, "tiny_online")
+    assert steps.equal_schedule(104).kd_steps == 7 and steps.equal_schedule(104).budget == "steps"
+    with pytest.raises(UserError, match="paper_steps"):
+        resolve_hparams(TinyOnlineHparams, "digits", {"budget": "steps"}, "tiny_online")
+    with pytest.raises(UserError, match="images, steps"):
+        resolve_hparams(TinyOnlineHparams, "digits", {"budget": "epochs"}, "tiny_online")
+
+
+def online_run(tmp_path: Path, n_total: int = 104, seed: int = 0, **overrides: str) -> tuple[DistillationRun, list]:
+    """A tiny online run whose every draw is recorded."""
+    ctx = tiny_ctx(seed)
+    method = TinyOnline(ctx, resolve_hparams(TinyOnlineHparams, "digits", overrides, "tiny_online"))
+    drawn: list[torch.Tensor] = []
+    draw = method.draw
+
+    def recorded(n: int) -> Any:
+        batch = draw(n)
+        drawn.append(batch.images.clone())
+        return batch
+
+    method.draw = recorded  # type: ignore[method-assign]
+    split = SPEC.open().test_split().subset(20)
+    run = DistillationRun(method, ctx, split, method.hp.equal_schedule(n_total),
+                          checkpoint_path=tmp_path / "checkpoint.pt")
+    return run, drawn
+
+
+def test_an_online_method_sees_exactly_the_budgeted_number_of_distinct_images(tmp_path: Path) -> None:
+    run, drawn = online_run(tmp_path)
+    trained = []
+    train_generator = run.method.train_generator
+    run.method.train_generator = lambda info: (trained.append(info.index), train_generator(info))[1]
+    outcome = run.run()
+    images = torch.cat(drawn)
+    assert images.shape[0] == outcome.n_synthetic == 104  # 13 student steps of 8 fresh images
+    assert torch.unique(images.flatten(1), dim=0).shape[0] == 104  # all distinct
+    assert len(trained) == 7  # the generator trains before every s_steps = 2 student steps: ceil(13 / 2)
+    assert [p.images for p in outcome.curve] == [24, 48, 72, 96, 104]
+    assert len(run.bank) == 8  # the last batch only, kept for sample grids
+
+
+def test_online_resume_is_bit_identical(tmp_path: Path) -> None:
+    whole, _ = online_run(tmp_path / "whole")
+    expected = whole.run()
+
+    class Stop(Exception):
+        pass
+
+    first, _ = online_run(tmp_path / "split")
+
+    def stop_after_two(done: int, total: int, state: Any) -> None:
+        if done == 2:
+            raise Stop
+
+    first.on_round = stop_after_two
+    with pytest.raises(Stop):
+        first.run()
+    second, _ = online_run(tmp_path / "split")
+    assert second.try_resume() and second.state.next_round == 2
+    resumed = second.run()
+    assert [p.student_acc for p in resumed.curve] == [p.student_acc for p in expected.curve]
+    for (name, a), b in zip(whole.ctx.student.state_dict().items(), second.ctx.student.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(whole.method.generator.parameters(), second.method.generator.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_the_engine_passes_student_features_only_when_declared() -> None:
+    seen: list[StudentStep] = []
+
+    class Probe(TinyOnline):
+        wants = False
+
+        @property
+        def needs_student_features(self) -> bool:
+            return self.wants
+
+        def student_loss(self, step: StudentStep) -> dict[str, torch.Tensor]:
+            seen.append(step)
+            if step.features is not None:  # the features are those of the forward that gave the logits
+                torch.testing.assert_close(self.ctx.student.classifier(step.features).float(), step.s_logits)
+            return super().student_loss(step)
+
+    for wants in (False, True):
+        ctx = tiny_ctx()
+        method = Probe(ctx, resolve_hparams(TinyOnlineHparams, "digits", {}, "tiny_online"))
+        method.wants = wants
+        run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), method.hp.equal_schedule(16))
+        run.run()
+        step = seen[-1]
+        assert step.s_logits.shape == step.t_logits.shape == (8, 10) and step.inputs.shape == (8, 3, 32, 32)
+        if wants:
+            width = ctx.student.classifier.in_features
+            assert step.features is not None and step.features.shape == (8, width)
+        else:
+            assert step.features is None
+
+
+def test_generator_terms_are_a_public_hook_with_cached_passes() -> None:
+    ctx = tiny_ctx()
+    method = TinyOnline(ctx, resolve_hparams(TinyOnlineHparams, "digits", {}, "tiny_online"))
+    labels = torch.arange(8) % 10
+    step = GeneratorStep(method.generate(method.round_latent(labels), 32), labels)
+    terms = method.generator_terms(step)
+    assert set(terms) == {"oh", "adv"}  # bn weight 0 in OnlineHparams' default: no BN term
+    assert method.teacher_pass(step) is step.teacher and method.student_pass(step) is step.student
+    assert step.student.features is not None and step.inputs.shape == (8, 3, 32, 32)
+
+
+def test_resume_is_bit_identical_for_a_bank_method(tmp_path: Path) -> None:
+    def fast_run(folder: Path) -> DistillationRun:
+        ctx = tiny_ctx(3)
+        cls = METHODS.get("fast")
+        tiny = {"synth_batch": "16", "g_steps": "2", "kd_steps": "4", "kd_batch": "16", "warmup_rounds": "1",
+                "final_kd_steps": "3"}
+        method = cls(ctx, resolve_hparams(cls.Hparams, "digits", tiny, "fast"))
+        return DistillationRun(method, ctx, SPEC.open().test_split().subset(20), 64,
+                               checkpoint_path=folder / "checkpoint.pt")
+
+    whole = fast_run(tmp_path / "whole")
+    whole.run()
+
+    class Stop(Exception):
+        pass
+
+    first = fast_run(tmp_path / "split")
+    first.on_round = lambda done, total, state: (_ for _ in ()).throw(Stop) if done == 2 else None
+    with pytest.raises(Stop):
+        first.run()
+    second = fast_run(tmp_path / "split")
+    assert second.try_resume()
+    second.run()
+    for (name, a), b in zip(whole.ctx.student.state_dict().items(), second.ctx.student.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(whole.bank.images(32), second.bank.images(32))
+
+
+def test_methods_lists_all_nine() -> None:
+    out = ok(["methods"])
+    for name in ALL_METHODS:
+        assert name in out
+
+
+def test_all_nine_run_end_to_end_on_digits_at_a_tiny_budget(tmp_path: Path, digits_teacher: Any) -> None:
+    from dfkd_bench.runner import run as run_api
+
+    rows = run_api(list(ALL_METHODS), dataset="digits", ratio=0.05, seed=0, smoke=True, out=tmp_path, device="cpu")
+    assert [r["method"] for r in rows] == list(ALL_METHODS)
+    for row in rows:
+        assert row["status"] == "ok", row
+        assert row["budget"] == "images" and int(row["n_synthetic"]) > 0
+        assert 0 <= float(row["student_acc"]) <= 100
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every import statement of a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found.append((node.module or "", [a.name for a in node.names]))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, []) for a in node.names]
+    return found
+
+
+@pytest.mark.parametrize("name", NEW_METHODS)
+def test_new_methods_use_only_names_exported_by_dfkd_bench_and_its_engine(name: str) -> None:
+    exported = {"dfkd_bench": set(dfkd_bench.__all__), "dfkd_bench.engine": set(engine.__all__)}
+    for module, names in _imports(METHOD_DIR / f"{name}.py"):
+        if module.split(".")[0] != "dfkd_bench":
+            continue
+        assert module in exported, f"{name}.py imports {module}"
+        assert set(names) <= exported[module], f"{name}.py imports {set(names) - exported[module]} from {module}"
