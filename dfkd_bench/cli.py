@@ -237,9 +237,9 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         for res in rows:
             console.print(f"{res.run_id}: {res.method_cls.name} {res.spec.name} ratio={res.config.ratio:g} "
                           f"{res.resolution_label}px {res.teacher}->{res.student}", markup=False)
-            console.print(f"  {res.schedule.describe()}; bank about "
-                          f"{bank_bytes(res.n_synthetic, res.spec.in_chans, res.resolutions) / 2**30:.2f} GiB uint8",
-                          markup=False)
+            bank = (f"bank about {bank_bytes(res.n_synthetic, res.spec.in_chans, res.resolutions) / 2**30:.2f} GiB uint8"
+                    if res.schedule.source == "bank" else f"online: no bank, {res.schedule.budget} budget")
+            console.print(f"  {res.schedule.describe()}; {bank}", markup=False)
         return
     _print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")

@@ -271,3 +271,20 @@ def test_new_methods_use_only_names_exported_by_dfkd_bench_and_its_engine(name: 
             continue
         assert module in exported, f"{name}.py imports {module}"
         assert set(names) <= exported[module], f"{name}.py imports {set(names) - exported[module]} from {module}"
+
+
+def test_a_generator_method_runs_from_one_file_through_plugin(tmp_path: Path, digits_teacher: Any,
+                                                              clean_methods: None) -> None:
+    plugin = Path(__file__).parent / "example_generator_plugin.py"
+    out = tmp_path / "results"
+    ok(["run", "--plugin", str(plugin), "--methods", "spread_gen", "--dataset", "digits", "--smoke", "--device", "cpu",
+        "--out", str(out), "--quiet"])
+    from dfkd_bench.outputs import read_runs
+
+    (row,) = read_runs(out).values()
+    assert row["method"] == "spread_gen" and row["status"] == "ok", row
+    cls = METHODS.get("spread_gen")
+    method = cls(tiny_ctx(), resolve_hparams(cls.Hparams, "digits", {}, "spread_gen"))
+    labels = torch.arange(8)
+    step = GeneratorStep(method.generate(method.round_latent(labels), 32), labels)
+    assert set(method.generator_terms(step)) == {"bn", "oh", "adv", "spread"}

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 
 from dfkd_bench.config import RunConfig
 from dfkd_bench.data import get_dataset
-from dfkd_bench.engine import DistillationRun
+from dfkd_bench.engine import DistillationRun, GeneratorStep, StudentStep
 from dfkd_bench.errors import UserError
 from dfkd_bench.methods.muse import Muse, class_activation_map
 from dfkd_bench.methods.nayer import Nayer, NoisyLabelGenerator
+from dfkd_bench.models.hooks import FeatureTap
 from dfkd_bench.runner import resolve, run_many
 from dfkd_bench.schedule import RoundInfo
 from method_helpers import TINY, make_ctx, make_method
@@ -104,14 +105,14 @@ def test_generator_loss_falls() -> None:
     ctx = make_ctx()
     method = make_method(Nayer, ctx, g_steps=12, synth_augment=False, lr_g=0.01)
     losses: list[float] = []
-    loss_fn = method._generator_loss
+    loss_fn = method.generator_loss
 
-    def recorded(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = loss_fn(images, labels)
+    def recorded(step: GeneratorStep) -> torch.Tensor:
+        loss = loss_fn(step)
         losses.append(float(loss.detach()))
         return loss
 
-    method._generator_loss = recorded  # type: ignore[method-assign]
+    method.generator_loss = recorded  # type: ignore[method-assign]
     batch = method.synthesize(16)
     assert len(losses) == 12
     assert min(losses[-3:]) < losses[0]
@@ -126,17 +127,15 @@ def test_generator_reinitialised_every_g_life_rounds() -> None:
     flags = [r > 0 and r % 3 == 0 for r in range(7)]
     resets = []
     for r, flag in enumerate(flags):
-        method.begin_round(RoundInfo(index=r, epoch=r, images=16, warmup=r < 2, kd_steps=0 if r < 2 else 1,
-                                     reset_generator=flag))
+        round_info = RoundInfo(index=r, epoch=r, images=16, warmup=r < 2, kd_steps=0 if r < 2 else 1,
+                               reset_generator=flag)
         before = method.generator
-        method.synthesize(16)
+        method.synthesize(16, round_info)
         resets.append(method.generator is not before)
-        method.end_round()
     assert resets == flags == [False, False, False, True, False, False, True]
     # a flag on a round that the count would not pick still resets: the round info decides
-    method.begin_round(RoundInfo(index=7, epoch=7, images=16, warmup=False, kd_steps=1, reset_generator=True))
     before = method.generator
-    method.synthesize(16)
+    method.synthesize(16, RoundInfo(index=7, epoch=7, images=16, warmup=False, kd_steps=1, reset_generator=True))
     assert method.generator is not before
 
 
@@ -160,7 +159,7 @@ def _terms(method: Muse, images: torch.Tensor, labels: torch.Tensor) -> tuple[di
     hooks = [model.register_forward_pre_hook(counter(name)) for name, model in models.items()]
     method.ctx.generator.manual_seed(7)
     try:
-        terms = method._generator_terms(images, labels)
+        terms = method.generator_terms(GeneratorStep(images, labels))
     finally:
         for h in hooks:
             h.remove()
@@ -178,7 +177,7 @@ AFTER_WARMUP = RoundInfo(index=3, epoch=3, images=16, warmup=False, kd_steps=1)
 
 def _muse_after_warmup(**overrides: Any) -> Muse:
     method = make_method(Muse, make_ctx((16,)), **overrides)
-    method.begin_round(AFTER_WARMUP)
+    method.round = AFTER_WARMUP  # the round the engine's synthesize(n, round) would set
     return method
 
 
@@ -203,6 +202,7 @@ def test_muse_generator_terms_switch_off_exactly(images_labels: tuple[torch.Tens
 
 def test_muse_warmup_has_no_student_terms(images_labels: tuple[torch.Tensor, torch.Tensor]) -> None:
     method = make_method(Muse, make_ctx((16,)), adv=1.0, aed=0.5, warmup_rounds=2)
+    method.round = RoundInfo(index=0, epoch=0, images=16, warmup=True, kd_steps=0)  # the first warm-up round
     terms, _, s_calls = _terms(method, *images_labels)
     assert set(terms) == {"bn", "oh", "cam"} and s_calls == 0
 
@@ -211,9 +211,9 @@ def test_muse_nayer_terms_equal_nayer(images_labels: tuple[torch.Tensor, torch.T
     images, labels = images_labels
     muse, _, _ = _terms(_muse_after_warmup(cam=0, aed=0, adv=1.0), images, labels)
     nayer = make_method(Nayer, make_ctx((16,)), adv=1.0)
-    nayer.begin_round(AFTER_WARMUP)
+    nayer.round = AFTER_WARMUP
     nayer.ctx.generator.manual_seed(7)
-    reference = nayer._generator_terms(images, labels)
+    reference = nayer.generator_terms(GeneratorStep(images, labels))
     assert set(muse) == set(reference)
     for key in reference:
         torch.testing.assert_close(muse[key], reference[key])
@@ -223,14 +223,19 @@ def test_muse_student_loss_ed_switch() -> None:
     for ed in (0.0, 1.0):
         method = make_method(Muse, make_ctx((16,)), ed=ed)
         assert method.student_parameters() == list(method.projection.parameters())
+        assert method.needs_student_features == bool(ed)  # the engine then records the features
         x = torch.rand(8, 3, 32, 32)
         labels = torch.arange(8)
-        s_logits = method.ctx.student(x)
+        tap = FeatureTap(method.ctx.student)  # what the engine's Distiller taps when needs_student_features
+        with tap.capture():
+            s_logits = method.ctx.student(x)
+        tap.remove()
         t_logits = method.ctx.teacher(x)
-        terms = method.student_loss(x, labels, s_logits, t_logits)
+        features = tap.penultimate if method.needs_student_features else None
+        terms = method.student_loss(StudentStep(x, labels, s_logits, t_logits, features))
         assert set(terms) == ({"kd", "ed"} if ed else {"kd"})
         if ed:
-            feats = method.student_tap.penultimate
+            feats = tap.penultimate
             cos = F.cosine_similarity(method.projection(feats), method.embeddings[labels], dim=1)
             torch.testing.assert_close(terms["ed"], (1 - cos).mean())
             terms["ed"].backward()
@@ -263,10 +268,10 @@ def _run(method: Nayer, n_total: int = 48) -> tuple[Any, dict[str, set[int]]]:
     hook = ctx.teacher.register_forward_pre_hook(lambda m, inp: seen[phase[0]].add(inp[0].shape[-1]))
     synthesize = method.synthesize
 
-    def tracked(n: int) -> Any:
+    def tracked(n: int, round: RoundInfo | None = None) -> Any:
         phase[0] = "synth"
         try:
-            return synthesize(n)
+            return synthesize(n, round)
         finally:
             phase[0] = "kd"
 
@@ -297,7 +302,7 @@ def test_muse_multi_resolution_bank_holds_both() -> None:
 
 def test_muse_random_schedule_draws_from_the_set() -> None:
     method = make_method(Muse, make_ctx((8, 16, 32)), schedule="random")
-    drawn = {method._round_resolution() for _ in range(30)}
+    drawn = {method.round_resolution(RoundInfo.standalone()) for _ in range(30)}  # not by the index
     assert drawn == {8, 16, 32}
 
 

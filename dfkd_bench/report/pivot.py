@@ -121,6 +121,7 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
         left_out[str(why)] = int(n)
     df = every[~smoke & (status == "ok")].reset_index(drop=True)
     df = _budget_rows(df, row_keys + col_keys, left_out)
+    df = _image_budget_rows(df, row_keys + col_keys, left_out)
     if df.empty:
         raise UserError(f"no finished (status ok, non-smoke) runs in {Path(out_dir) / 'runs.csv'}; "
                         f"{Pivot([], [], metric, [], [], [], left_out).left_out_line()}")
@@ -161,6 +162,17 @@ def _budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) ->
         return df[budgeted].reset_index(drop=True)
     left_out["time-budgeted (add time_budget to --rows or --cols)"] = int(budgeted.sum())
     return df[~budgeted].reset_index(drop=True)
+
+
+def _image_budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) -> pd.DataFrame:
+    """Runs on a paper's own step count (budget=steps) stay apart from image-budget runs unless `budget`
+    is a row or column key, so a cell never averages the two budgets."""
+    if "budget" in keys or "budget" not in df:
+        return df
+    steps = df["budget"].fillna("").astype(str).str.strip() == "steps"
+    if steps.any():
+        left_out["on a paper's step count (add budget to --rows or --cols)"] = int(steps.sum())
+    return df[~steps].reset_index(drop=True)
 
 
 def _sort_key(label: tuple[str, ...]) -> tuple:
