@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench import Method, MethodHparams, SyntheticBatch, register_method
-from dfkd_bench.engine import random_labels
+from dfkd_bench.engine import RoundInfo, random_labels
 
 
 @dataclass
@@ -44,7 +44,9 @@ class TeacherNoise(Method):
     Hparams = TeacherNoiseHparams
     hp: TeacherNoiseHparams
 
-    def synthesize(self, n: int) -> SyntheticBatch:
+    def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
+        # The engine calls this once a round with that round's RoundInfo (index, warm-up, ...);
+        # None means a standalone call (a notebook, a test). This method is the same every round.
         ctx, hp = self.ctx, self.hp
         # Draw everything from the run's generator: runs are then reproducible and resumable.
         labels = random_labels(n, ctx.spec.num_classes, ctx.generator, ctx.device)
@@ -56,7 +58,7 @@ class TeacherNoise(Method):
         for _ in range(hp.steps):
             images = torch.sigmoid(pixels)                 # always a valid image in [0, 1]
             with ctx.autocast():                           # bf16 on CUDA, a no-op on CPU
-                logits = ctx.teacher(self.teacher_input(images)).float()  # resized + normalised
+                logits = ctx.teacher(self.model_input(images)).float()  # resized + normalised
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()                                # the teacher is frozen: only pixels move

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from dfkd_bench.engine import MethodContext
+from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo
 from dfkd_bench.errors import UserError
 from dfkd_bench.methods.muse import Muse, cam_masked, class_activation_map
 from method_helpers import make_ctx, make_method
@@ -91,7 +91,7 @@ def _teacher_inputs(method: Muse, images: torch.Tensor, labels: torch.Tensor) ->
     seen: list[torch.Tensor] = []
     hook = method.ctx.teacher.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()))
     try:
-        terms = method._generator_terms(images, labels)
+        terms = method.generator_terms(GeneratorStep(images, labels))
     finally:
         hook.remove()
     return terms, seen
@@ -108,11 +108,11 @@ def test_cam_loss_sees_the_blended_image(fill: str) -> None:
         conv = method.ctx.teacher.feature_layer  # recompute the CAM from a tapped forward
         maps: list[torch.Tensor] = []
         h = conv.register_forward_hook(lambda m, i, o: maps.append(o))
-        method.ctx.teacher(method.teacher_input(images))
+        method.ctx.teacher(method.model_input(images))
         h.remove()
     cam = class_activation_map(maps[0], method.ctx.teacher.classifier.weight, labels, 16)
     mean = torch.tensor(method.ctx.spec.mean) if fill == "mean" else None
-    torch.testing.assert_close(seen[1], method.teacher_input(cam_masked(images, cam, mean)))
+    torch.testing.assert_close(seen[1], method.model_input(cam_masked(images, cam, mean)))
 
 
 def test_cam_loss_without_evidence_is_the_plain_ce() -> None:
@@ -139,21 +139,17 @@ def test_cam_switch_values() -> None:
 # --- BN-momentum buffers per resolution ------------------------------------------------------------------------
 
 
-def _rounds(method: Muse, n: int) -> list[int]:
-    """Run n synthesis rounds; return the resolution of each."""
-    sizes = []
-    for _ in range(n):
-        sizes.append(method.synthesize(8).images.shape[-1])
-        method.end_round()
-    return sizes
+def _rounds(method: Muse, first: int, n: int) -> list[int]:
+    """Run n synthesis rounds, of indices first, first + 1, ...; return the resolution of each."""
+    return [method.synthesize(8, RoundInfo.standalone(index=r)).images.shape[-1] for r in range(first, first + n)]
 
 
 def test_native_feed_keeps_one_buffer_per_resolution() -> None:
     method = make_muse(make_ctx((16, 32)), feed="native", schedule="cycle", g_steps=1, aed=0, adv=0)
-    assert _rounds(method, 1) == [16]
+    assert _rounds(method, 0, 1) == [16]
     b16 = method.bn_losses[16]
     first = [t.clone() for t in b16.ema_mean]
-    assert _rounds(method, 1) == [32]
+    assert _rounds(method, 1, 1) == [32]
     b32 = method.bn_losses[32]
     assert b32 is not b16 and set(method.bn_losses) == {16, 32}
     assert all(torch.equal(a, b) for a, b in zip(b16.ema_mean, first))  # the 32 px round left it alone
@@ -163,7 +159,7 @@ def test_native_feed_keeps_one_buffer_per_resolution() -> None:
     assert b32.ema_mean is not None and len(b32.ema_mean) == len(plain) == len(b16.ema_mean)
     assert all(torch.equal(e, r[3]) for e, r in zip(b32.ema_mean, plain))
     assert all(torch.equal(e, r[4]) for e, r in zip(b32.ema_var, plain))
-    assert _rounds(method, 1) == [16]
+    assert _rounds(method, 2, 1) == [16]
     assert not all(torch.equal(a, b) for a, b in zip(b16.ema_mean, first))  # the 16 px round folded in
 
     # Resume: the buffers travel through state_dict, each to its resolution.
@@ -177,9 +173,9 @@ def test_native_feed_keeps_one_buffer_per_resolution() -> None:
 def test_upsample_feed_shares_one_buffer() -> None:
     method = make_muse(make_ctx((16, 32)), feed="upsample", schedule="cycle", g_steps=1, aed=0, adv=0)
     bn = method.bn_loss
-    assert _rounds(method, 1) == [16]
+    assert _rounds(method, 0, 1) == [16]
     first = [t.clone() for t in bn.ema_mean]
-    assert _rounds(method, 1) == [32]
+    assert _rounds(method, 1, 1) == [32]
     assert method.bn_loss is bn and list(method.bn_losses.values()) == [bn]
     plain = bn.stats.records()  # the 32 px round blended its statistics into the 16 px round's buffer
     assert not torch.equal(bn.ema_mean[0], plain[0][3])

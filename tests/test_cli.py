@@ -81,7 +81,7 @@ def test_example_plugin_is_listed_and_runs(tmp_path: Path, digits_teacher, tiny_
 def test_example_plugin_synthesis_follows_the_teacher(digits_teacher, digits_data) -> None:
     """The example's images move toward their labels: the teacher's CE falls with more steps."""
     from dfkd_bench.config import resolve_hparams
-    from dfkd_bench.engine import MethodContext, Normalize
+    from dfkd_bench.engine import MethodContext
     from dfkd_bench.plugins import METHODS, load_plugin
 
     load_plugin(EXAMPLE_PLUGIN)
@@ -90,9 +90,7 @@ def test_example_plugin_synthesis_follows_the_teacher(digits_teacher, digits_dat
     spec, _ = digits_data
     losses = {}
     for steps in (1, 15):
-        ctx = MethodContext(teacher=teacher, student=create_model("digits_resnet8_slim", 10), spec=spec,
-                            device=torch.device("cpu"), generator=torch.Generator().manual_seed(0),
-                            resolutions=(16,), normalize=Normalize(spec.mean, spec.std))
+        ctx = MethodContext.create(teacher, create_model("digits_resnet8_slim", 10), spec, 0, resolutions=(16,))
         batch = cls(ctx, resolve_hparams(cls.Hparams, "digits", {"steps": steps}, "teacher_noise")).synthesize(12)
         assert batch.images.shape == (12, 3, 16, 16) and 0 <= batch.images.min() and batch.images.max() <= 1
         losses[steps] = batch.loss
@@ -120,7 +118,7 @@ class Gray(Method):
     """Flat gray images with balanced labels."""
     Hparams = GrayHparams
 
-    def synthesize(self, n):
+    def synthesize(self, n, round=None):
         c = self.ctx
         x = torch.full((n, 3, c.resolution, c.resolution), self.hp.level)
         return SyntheticBatch(x, balanced_labels(n, c.spec.num_classes, c.generator))
@@ -213,7 +211,11 @@ BAD_INPUTS = {
     "missing data root": (["--data-root", "{tmp}/no/such/dir"], ["data root", "does not exist"]),
     "unknown device": (["--device", "tpu"], ["unknown device 'tpu'", "choose from: auto, cpu, cuda"]),
     "resolution out of range": (["--resolution", "2"], ["--resolution 2 is out of range"]),
+    "resolution zero": (["--resolution", "0"], ["--resolution 0 is out of range"]),
+    "sweep resolution out of range": (["--sweep-resolutions", "2"], ["--resolution 2 is out of range"]),
     "multi-resolution for fast": (["--resolutions", "16,32"], ["generates at one resolution"]),
+    "multi-resolution for fast (new spelling)": (["--multi-resolution", "16,32"],
+                                                 ["--multi-resolution 16,32: fast generates at one resolution"]),
     "missing teacher checkpoint": (["--teacher-checkpoint", "{tmp}/none.pt"], ["does not exist"]),
     "teacher checkpoint wrong arch (card)": (["--teacher-checkpoint", "{arch_card}"],
                                              ["does not fit digits_resnet8"]),

@@ -22,6 +22,7 @@ from dfkd_bench.engine import Normalize
 from dfkd_bench.engine.bank import to_uint8
 from dfkd_bench.models import create_model
 from dfkd_bench.plugins import METHODS
+from dfkd_bench.schedule import RoundInfo
 
 SPEC = get_dataset("digits")
 FLIP_SPEC = dataclasses.replace(SPEC, hflip=True)  # the CIFAR path: jitter and flip
@@ -51,9 +52,7 @@ def teacher() -> nn.Module:
 def make(teacher: nn.Module, spec=SPEC, resolution: int = 32, preset: str = "digits", **overrides: object):
     torch.manual_seed(1)
     student = create_model("digits_resnet8", spec.num_classes)
-    ctx = MethodContext(teacher=teacher, student=student, spec=spec, device=torch.device("cpu"),
-                        generator=torch.Generator().manual_seed(123), resolutions=(resolution,),
-                        normalize=Normalize(spec.mean, spec.std))
+    ctx = MethodContext.create(teacher, student, spec, 123, resolutions=(resolution,))
     cls = METHODS.get("deepinversion")
     return cls(ctx, resolve_hparams(cls.Hparams, preset, overrides, "deepinversion"))
 
@@ -172,9 +171,11 @@ def test_l2_prior_reductions(teacher: nn.Module, pool: int) -> None:
     x = F.avg_pool2d(z, pool) if pool > 1 else z
     batch, mean = make(teacher, l2_reduction="batch", **kw), make(teacher, l2_reduction="mean", **kw)
     try:
-        assert float(batch._loss(z, labels, pool, [0, 0, 0])) == pytest.approx(float(x.norm()), rel=1e-5)
+        round_info = RoundInfo.standalone()
+        assert float(batch._loss(z, labels, pool, [0, 0, 0], round_info)) == pytest.approx(float(x.norm()), rel=1e-5)
         per_image = x.flatten(1).norm(dim=1).mean()
-        assert float(mean._loss(z, labels, pool, [0, 0, 0])) == pytest.approx(float(per_image), rel=1e-5)
+        assert float(mean._loss(z, labels, pool, [0, 0, 0], round_info)) == pytest.approx(float(per_image),
+                                                                                          rel=1e-5)
     finally:
         batch.close()
         mean.close()
@@ -198,8 +199,8 @@ def test_keep_best_spans_both_stages_unless_last_stage_only(teacher: nn.Module) 
         losses: list[tuple[int, torch.Tensor]] = []
         loss_fn = method._loss
 
-        def recording(z, labels, pool, aug, _fn=loss_fn):
-            loss = _fn(z, labels, pool, aug)
+        def recording(z, labels, pool, aug, round, _fn=loss_fn):
+            loss = _fn(z, labels, pool, aug, round)
             losses.append((pool, loss.detach().clone()))
             return loss
 
@@ -228,17 +229,15 @@ def host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 
 
 def test_synthesis_host_reads_do_not_grow_with_iterations(teacher: nn.Module, host_reads: list[str]) -> None:
-    from dfkd_bench.schedule import RoundInfo
-
     counts = []
     for iterations in (4, 8):
         method = make(teacher, FLIP_SPEC, iterations=iterations, lowres_iterations=2, adi=1.0, l2=1e-3,
                       warmup_rounds=0)
-        method.end_round()  # ADI (student) term on from the second round
-        method.begin_round(RoundInfo(index=1, epoch=1, images=16, warmup=False, kd_steps=1))
+        round_info = RoundInfo(index=1, epoch=1, images=16, warmup=False, kd_steps=1)  # ADI on from the second round
         host_reads.clear()
-        method.synthesize(4)
+        method.synthesize(4, round_info)
         counts.append(list(host_reads))
+        assert "synth/adi" in method.loss_terms  # the student term was in the loop
         method.close()
     assert counts[0] == counts[1], counts
     # one transfer of the round's jitter/flip draws, one read of the kept loss at the end
