@@ -37,7 +37,7 @@ class SmallHparams(MethodHparams):
 class Boom(Method):
     Hparams = SmallHparams
 
-    def synthesize(self, n):
+    def synthesize(self, n, round=None):
         raise RuntimeError("synthesis exploded")
 
 
@@ -45,7 +45,7 @@ class Boom(Method):
 class Crash(Method):
     Hparams = SmallHparams
 
-    def synthesize(self, n):
+    def synthesize(self, n, round=None):
         raise UserError("crash refuses to synthesize")
 '''
 

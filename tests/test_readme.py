@@ -2,12 +2,15 @@
 
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_example_method_is_the_tested_plugin() -> None:
+@pytest.mark.parametrize("name", ["example_plugin.py", "example_generator_plugin.py"])
+def test_readme_example_methods_are_the_tested_plugins(name: str) -> None:
     readme = (ROOT / "README.md").read_text()
-    plugin = (ROOT / "tests" / "example_plugin.py").read_text().rstrip()
+    plugin = (ROOT / "tests" / name).read_text().rstrip()
     assert f"```python\n{plugin}\n```" in readme
 
 

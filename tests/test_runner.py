@@ -27,6 +27,7 @@ from dfkd_bench.engine import checkpoint as ckpt
 from dfkd_bench.engine.evaluate import accuracy
 from dfkd_bench.models import create_model
 from dfkd_bench.runner import run_many
+from dfkd_bench.schedule import RoundInfo
 from dfkd_bench.teachers import file_sha256, get_teacher, recipe_for, teacher_path, trained_teacher
 
 REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed",
@@ -215,7 +216,7 @@ def test_nan_images_diverge_and_exceptions_fail_without_stopping(tmp_path: Path,
     class NanImages(Method):
         """Returns NaN images."""
 
-        def synthesize(self, n: int) -> SyntheticBatch:
+        def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
             x = torch.full((n, 3, self.ctx.resolution, self.ctx.resolution), float("nan"))
             return SyntheticBatch(x, torch.zeros(n, dtype=torch.long))
 
@@ -223,7 +224,7 @@ def test_nan_images_diverge_and_exceptions_fail_without_stopping(tmp_path: Path,
     class Boom(Method):
         """Raises."""
 
-        def synthesize(self, n: int) -> SyntheticBatch:
+        def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
             raise RuntimeError("boom in synthesis")
 
     configs = [RunConfig(method=m, ratio=0.05, device="cpu") for m in ("nan_images", "boom", "nan_images")]

@@ -16,7 +16,7 @@ from dfkd_bench.engine.budget import TimeBudget
 from dfkd_bench.methods.nayer import Nayer
 from dfkd_bench.outputs import read_runs
 from dfkd_bench.runner import run as run_api
-from dfkd_bench.schedule import equal_schedule
+from dfkd_bench.schedule import RoundInfo, equal_schedule
 from dfkd_bench.sweep import load_sweep
 
 SYNTH_S, KD_STEP_S = 1.0, 0.05  # what the controlled clock charges per round and per student step
@@ -40,9 +40,9 @@ def budgeted_run(monkeypatch: pytest.MonkeyPatch, budget: float | None, tmp_path
     method = make_method(Nayer, make_ctx(), final_kd_steps=40, kd_steps=4, warmup_rounds=1)
     synthesize = method.synthesize
 
-    def charged_synthesis(n: int) -> Any:
+    def charged_synthesis(n: int, round: RoundInfo | None = None) -> Any:
         clock.now += SYNTH_S
-        return synthesize(n)
+        return synthesize(n, round)
 
     method.synthesize = charged_synthesis  # type: ignore[method-assign]
     split = get_dataset("digits").open().test_split().subset(40)

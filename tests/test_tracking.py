@@ -43,7 +43,7 @@ def test_tensorboard_events_mirror_the_curve(digits_teacher: Any, tmp_path: Path
     steps = [e.step for e in acc]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one point a step, the final one last
     tags = events.Tags()["scalars"]
-    assert {"loss/synth/ce", "loss/synth/bn", "loss/kd/kd", "seconds/synth", "seconds/kd", "images"} <= set(tags)
+    assert {"loss/synth/oh", "loss/synth/bn", "loss/kd/kd", "seconds/synth", "seconds/kd", "images"} <= set(tags)
     assert events.Scalars("final/student_acc")[-1].value == pytest.approx(float(row["student_acc"]), abs=0.01)
     images = events.Images("samples")
     assert len(images) == len(curve) and images[0].width > 0
