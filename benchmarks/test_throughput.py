@@ -11,7 +11,7 @@ import torch
 
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.data.spec import DatasetSpec
-from dfkd_bench.engine import Normalize, SyntheticBank, student_augment
+from dfkd_bench.engine import SyntheticBank, student_augment
 from dfkd_bench.engine.method import MethodContext
 from dfkd_bench.engine.timing import synchronize
 from dfkd_bench.models import create_model
@@ -26,16 +26,12 @@ def _spec(size: int, classes: int) -> DatasetSpec:
 
 
 def _ctx(device: torch.device, size: int, teacher: str, student: str, classes: int) -> MethodContext:
-    cuda = device.type == "cuda"
-    t = create_model(teacher, classes).to(device).eval()
+    """What the runner builds: models on the device (channels_last and bf16 autocast on CUDA), seed 0."""
+    t = create_model(teacher, classes).eval()
     for p in t.parameters():
         p.requires_grad_(False)
-    s = create_model(student, classes).to(device)
-    if cuda:
-        t, s = t.to(memory_format=torch.channels_last), s.to(memory_format=torch.channels_last)
-    spec = _spec(size, classes)
-    return MethodContext(t, s, spec, device, torch.Generator(device=device).manual_seed(0), (size,),
-                         Normalize(spec.mean, spec.std).to(device), torch.bfloat16 if cuda else None, cuda)
+    s = create_model(student, classes)
+    return MethodContext.create(t, s, _spec(size, classes), 0, resolutions=(size,), device=device)
 
 
 @pytest.mark.parametrize("method", ["fast", "deepinversion"])

@@ -17,6 +17,8 @@ from dfkd_bench.engine import BestIterate, GeneratorHparams, GeneratorMethod, Ge
 from dfkd_bench.engine import ReferenceSchedule, RoundInfo
 
 CR_FEATURES = ("mean", "mean_var")
+CR_LAYERS = ("auto", "bn", "stages")
+STAGES = ("layer1", "layer2", "layer3", "layer4")
 # zju-vipa/CMI datafree_kd.py builds CMISynthesizer with bank_size=40960, n_neg=4096, head_dim=256, nz=256,
 # ngf=64; scripts/cmi/adv_cmi_cifar10_wrn402_wrn161.sh gives the rest of the CIFAR-10 preset.
 CIFAR = dict(nz=256, ngf=64, g_steps=200, lr_g=1e-3, lr_z=1e-3, lr_head=1e-3, bn=1.0, oh=0.5, adv=0.5,
@@ -33,9 +35,12 @@ class CmiHparams(GeneratorHparams):
     draws a fresh latent z ~ N(0, 1) (nz), then takes `g_steps` Adam steps (betas `g_betas`) on the
     generator (lr_g) and z (lr_z) and banks the lowest-loss iterate (`keep_best`).
 
-    Contrastive term (`cr`, temperature `cr_T`): an image's feature is the concatenation, over the
-    teacher's BatchNorm2d layers, of the per-sample channel means of each layer's input (`cr_feature=
-    "mean"`, the reference's InstanceMeanHook; "mean_var" adds the per-sample channel variances).
+    Contrastive term (`cr`, temperature `cr_T`): an image's feature is the concatenation of the
+    per-sample channel means of the inputs of the teacher's feature modules (`cr_feature="mean"`, the
+    reference's InstanceMeanHook; "mean_var" adds the per-sample channel variances). `cr_layers`:
+    "bn", every BatchNorm2d (the reference's default); "stages", the inputs of a ResNet's layer1-4 (the
+    reference's choice for its ResNet-34 teacher, 512 dims instead of 8512); "auto", stages when the
+    teacher has layer1-4 (CIFAR and torchvision ResNets), else bn.
     It is taken on the global view (the synthesis augmentation, crop pad 4 + flip at 32 px, the forward
     that gives the BN and CE terms) and on a local view (RandomResizedCrop of area `local_scale`-1,
     aspect 3/4-4/3, + flip; the reference's 0.25). An MLP head (Linear(D, D), ReLU, Linear(D,
@@ -48,6 +53,16 @@ class CmiHparams(GeneratorHparams):
 
     BN loss without momentum (bn_momentum 0) and the adversarial term (the base's boundary loss,
     -mean(1[argmax S = argmax T] KL(T || S))) are the reference's.
+
+    Presets. CIFAR-10: zju-vipa/CMI scripts/cmi/adv_cmi_cifar10_wrn402_wrn161.sh (--synthesis_batch_size
+    256 --batch_size 128 --lr 0.1 --kd_steps 2000 --ep_steps 2000 --g_steps 200 --lr_g 1e-3 --epochs 40
+    --adv 0.5 --bn 1 --oh 0.5 --cr 0.8 --cr_T 0.1 --T 20), weight decay 1e-4 (datafree_kd.py's default),
+    the rest from datafree_kd.py and CMISynthesizer: one Adam at lr_g over generator and z (so lr_z =
+    lr_g), the head's Adam at lr_g (so lr_head = lr_g). The reference decays the student's lr x0.1 at
+    epochs 25, 30, 35 (the suite uses its cosine); its scratch script (scripts/cmi/scratch_cmi_cifar10_
+    wrn402_wrn161.sh) differs in kd_steps 400 and oh 1.0. CIFAR-100: not confirmed (no script could be
+    read in full); the CIFAR-10 settings. Digits: tuned for the quick suite with the suite's digits
+    student recipe; 30 generator steps at lr_g = lr_z = 1e-2 replace 200 at 1e-3.
     """
 
     nz: int = 256
@@ -62,6 +77,7 @@ class CmiHparams(GeneratorHparams):
     cr: float = 0.8
     cr_T: float = 0.1
     cr_feature: str = "mean"
+    cr_layers: str = "auto"
     head_dim: int = 256
     bank_size: int = 40960
     n_neg: int = 4096
@@ -70,6 +86,7 @@ class CmiHparams(GeneratorHparams):
     def validate(self, method: str = "cmi") -> None:
         super().validate(method)
         self.check_choice(method, "cr_feature", self.cr_feature, CR_FEATURES)
+        self.check_choice(method, "cr_layers", self.cr_layers, CR_LAYERS)
         for name in ("nz", "ngf", "head_dim", "bank_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
@@ -99,22 +116,28 @@ class CmiHparams(GeneratorHparams):
     }
 
 
-class InstanceStatistics:
-    """Per-sample channel mean (with `with_var`, also variance) of the input of each BatchNorm2d layer
-    of a model on the latest forward inside `capture()`; `features()` concatenates them over the layers
-    in registration order (a layer called twice keeps its last call, as the reference's hook does)."""
+def feature_modules(model: nn.Module, choice: str) -> list[nn.Module]:
+    """The modules whose inputs make CMI's feature: every BatchNorm2d ("bn"), or a ResNet's layer1-4
+    ("stages", the reference's choice for its ResNet-34 teacher); "auto": stages when the model has them."""
+    has_stages = all(isinstance(getattr(model, name, None), nn.Module) for name in STAGES)
+    if choice == "stages" and not has_stages:
+        raise UserError("cmi.cr_layers=stages: the teacher has no layer1-4; use bn or auto")
+    if choice == "stages" or (choice == "auto" and has_stages):
+        return [getattr(model, name) for name in STAGES]
+    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
 
-    def __init__(self, model: nn.Module, with_var: bool = False) -> None:
-        self.layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+class InstanceStatistics:
+    """Per-sample channel mean (with `with_var`, also variance) of the input of each of `modules` on the
+    latest forward inside `capture()`; `features()` concatenates them in the order of `modules` (a
+    module called twice keeps its last call, as the reference's hook does)."""
+
+    def __init__(self, modules: Sequence[nn.Module], with_var: bool = False) -> None:
+        self.modules = list(modules)
         self.with_var = with_var
         self.enabled = False
         self._latest: dict[nn.Module, torch.Tensor] = {}
-        self._handles = [layer.register_forward_hook(self._hook) for layer in self.layers]
-
-    @property
-    def dim(self) -> int:
-        """Length of one image's feature."""
-        return sum(layer.num_features for layer in self.layers) * (2 if self.with_var else 1)
+        self._handles = [module.register_forward_hook(self._hook) for module in self.modules]
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         if not self.enabled:
@@ -137,11 +160,11 @@ class InstanceStatistics:
             self.enabled = False
 
     def features(self) -> torch.Tensor:
-        """(N, dim): the recorded statistics of every layer, concatenated."""
-        missing = [i for i, layer in enumerate(self.layers) if layer not in self._latest]
-        if missing or not self.layers:
-            raise RuntimeError(f"cmi: BatchNorm2d layers {missing or 'none'} recorded no input in this forward")
-        return torch.cat([self._latest[layer] for layer in self.layers], dim=1)
+        """(N, D): the recorded statistics of every module, concatenated."""
+        missing = [i for i, module in enumerate(self.modules) if module not in self._latest]
+        if missing or not self.modules:
+            raise RuntimeError(f"cmi: feature modules {missing or 'none'} recorded no input in this forward")
+        return torch.cat([self._latest[module] for module in self.modules], dim=1)
 
     def remove(self) -> None:
         """Detach the hooks from the model."""
@@ -213,9 +236,10 @@ class Cmi(GeneratorMethod):
       has no warm-up (its presets here have none either).
     - The bank sits on the device and keeps features in arrival order; the reference keeps a CPU ring
       buffer pre-filled with N(0, 1) rows that it never samples before they are overwritten.
-    - The ResNet-34 teacher's feature (block outputs of layer1-4 in the reference) is not special-cased:
-      every teacher uses its BatchNorm2d inputs.
-    - Student in eval mode for the adversarial term (the reference also calls student.eval()).
+    - `cr_layers="auto"` takes the inputs of layer1-4 for every ResNet teacher; the reference does so
+      for its ResNet-34 teacher only (its other ResNet teachers' runs are not published).
+    - The local view is this file's batched `local_crop`: crop sides are clamped inside the image
+      where kornia's RandomResizedCrop re-draws them.
     """
 
     Hparams = CmiHparams
@@ -223,13 +247,22 @@ class Cmi(GeneratorMethod):
 
     def __init__(self, ctx: MethodContext, hparams: CmiHparams) -> None:
         super().__init__(ctx, hparams)
-        self.instance_stats = self.keep_hook(InstanceStatistics(ctx.teacher, hparams.cr_feature == "mean_var"))
-        dim = self.instance_stats.dim
+        modules = feature_modules(ctx.teacher, hparams.cr_layers)
+        self.instance_stats = self.keep_hook(InstanceStatistics(modules, hparams.cr_feature == "mean_var"))
+        dim = self.feature_dim()
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, hparams.head_dim)).to(ctx.device)
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=hparams.lr_head)
         self.bank = FeatureBank(hparams.bank_size, 2 * dim, ctx.device)
         self._step_features: torch.Tensor | None = None
         self._kept = BestIterate()
+
+    @torch.no_grad()
+    def feature_dim(self) -> int:
+        """Length of one image's feature, from a one-image probe forward of the teacher (in eval mode)."""
+        ctx, r = self.ctx, self.ctx.resolution
+        with self.instance_stats.capture(), ctx.autocast():
+            ctx.teacher(self.model_input(torch.zeros(1, ctx.spec.in_chans, r, r, device=ctx.device)))
+            return self.instance_stats.features().shape[1]
 
     @classmethod
     def check_resolution(cls, resolution: int) -> None:

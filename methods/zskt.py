@@ -172,8 +172,8 @@ class Zskt(OnlineGeneratorMethod):
     def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
                         optimizer: torch.optim.Optimizer) -> None:
         """Clip the generator's gradients to norm g_clip (the reference's clip_grad_norm_), then step."""
-        if self.hp.g_clip > 0:
-            present = [g for g in grads if g is not None]
+        present = [g for g in grads if g is not None]
+        if self.hp.g_clip > 0 and present:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
             scale = (self.hp.g_clip / (norm + 1e-6)).clamp(max=1.0)
             grads = [None if g is None else g * scale for g in grads]

@@ -1,0 +1,92 @@
+"""DFAD: online draws, the generator's -L1 objective, state round-trip, the L1 losses' signs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfkd_bench import UserError
+from dfkd_bench.config import resolve_hparams
+from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo, StudentStep
+from dfkd_bench.methods.dfad import Dfad, logit_discrepancy
+from method_helpers import make_ctx
+
+QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+
+
+def make_dfad(ctx: MethodContext, **overrides: Any) -> Dfad:
+    """DFAD with the digits preset and a tiny batch."""
+    hp = resolve_hparams(Dfad.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "dfad")
+    return Dfad(ctx, hp)
+
+
+def fixed_step(method: Dfad, z: torch.Tensor) -> GeneratorStep:
+    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
+    method.generator.train()
+    labels = torch.zeros(z.shape[0], dtype=torch.long)
+    return GeneratorStep(method.generate(z, method.ctx.resolution), labels)
+
+
+def test_draw_shapes_range_and_labels() -> None:
+    method = make_dfad(make_ctx())
+    method.train_generator(RoundInfo.standalone())
+    for n in (6, 3):
+        batch = method.draw(n)
+        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
+        assert batch.images.min() >= 0 and batch.images.max() <= 1
+        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
+        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+
+
+def test_generator_loss_falls_as_the_discrepancy_grows() -> None:
+    torch.manual_seed(0)
+    method = make_dfad(make_ctx(seed=1), lr_g=1e-2)
+    z = torch.randn(16, *method.generator.latent_shape)
+    with torch.no_grad():
+        before = float(method.generator_loss(fixed_step(method, z)))
+    for _ in range(12):  # the student does not train: only the generator moves
+        method.train_generator(RoundInfo.standalone())
+    with torch.no_grad():
+        after = float(method.generator_loss(fixed_step(method, z)))
+    assert before < 0 and after < before - 0.1 * abs(before), (before, after)
+
+
+def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
+    method = make_dfad(make_ctx(seed=0))
+    method.train_generator(RoundInfo.standalone())
+    other = make_dfad(make_ctx(seed=5))
+    other.load_state_dict(method.state_dict())
+    assert other.generator_optimizer.state_dict()["state"].keys() == method.generator_optimizer.state_dict()["state"].keys()
+    method.ctx.generator.manual_seed(11)
+    other.ctx.generator.manual_seed(11)
+    a, b = method.draw(4), other.draw(4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+def test_adversarial_term_is_minus_l1_and_the_student_minimises_plus_l1() -> None:
+    method = make_dfad(make_ctx())
+    step = fixed_step(method, torch.randn(8, *method.generator.latent_shape))
+    terms = method.generator_terms(step)
+    assert set(terms) == {"adv"}  # oh = bn = 0: the adversarial term is the generator's only loss
+    l1 = F.l1_loss(step.student.logits, step.teacher.logits)
+    torch.testing.assert_close(terms["adv"], -l1)
+    assert terms["adv"] < 0
+    s, t = torch.randn(4, 10), torch.randn(4, 10)
+    loss = method.student_loss(StudentStep(torch.zeros(4, 3, 32, 32), torch.zeros(4, dtype=torch.long), s, t))
+    assert set(loss) == {"l1"}
+    torch.testing.assert_close(loss["l1"], (s - t).abs().mean())
+    assert float(logit_discrepancy(t, t)) == 0.0
+
+
+def test_presets_and_validation() -> None:
+    for name in ("cifar10", "cifar100"):
+        hp = resolve_hparams(Dfad.Hparams, name, {}, "dfad", protocol="paper")
+        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g) == (5, 1, 256, 0.1, 1e-3)
+        assert hp.paper_steps == 500 * 50 * 5
+    hp = resolve_hparams(Dfad.Hparams, "digits", {"budget": "steps"}, "dfad")
+    assert hp.equal_schedule(144).rounds and sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
+    with pytest.raises(UserError, match="dfad.adv=0"):
+        resolve_hparams(Dfad.Hparams, "digits", {"adv": "0"}, "dfad")
