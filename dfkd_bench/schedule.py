@@ -175,11 +175,24 @@ def paper_schedule(n_total: int, synth_batch: int, ref: ReferenceSchedule) -> Sc
     return Schedule("paper", infos, 0, lr_per_epoch=True, notes={"source": ref.source, "epochs": epochs})
 
 
-def online_schedule(student_steps: int, batch: int, round_steps: int, budget: str = "images") -> Schedule:
-    """Online methods: `student_steps` steps, each on `batch` fresh generator images, in rounds of
-    `round_steps` steps (a round ends with an evaluation and a checkpoint). No warm-up, no bank."""
-    student_steps, round_steps = max(1, student_steps), max(1, round_steps)
-    infos = [RoundInfo(index=r, epoch=r, images=steps * batch, warmup=False, kd_steps=steps)
-             for r, steps in enumerate(min(round_steps, student_steps - start)
-                                       for start in range(0, student_steps, round_steps))]
+def online_schedule(student_steps: int, batches: int, batch: int, round_steps: int, budget: str = "images") -> Schedule:
+    """Online methods: `student_steps` steps on `batches` fresh batches of `batch` generator images, each
+    batch trained on for its even share of the steps (at most one batch a step). A round holds whole
+    batches, about `round_steps` steps, and ends with an evaluation and a checkpoint, so a resumed run
+    starts with a fresh draw as the uninterrupted one does. `images` counts the fresh images a round
+    draws (`online_draws` places them). No warm-up, no bank."""
+    student_steps = max(1, student_steps)
+    batches = min(max(1, batches), student_steps)
+    shares = spread(student_steps, batches)
+    per_round = max(1, round(max(1, round_steps) * batches / student_steps))
+    infos = [RoundInfo(index=r, epoch=r, images=len(shares[j:j + per_round]) * batch, warmup=False,
+                       kd_steps=sum(shares[j:j + per_round]))
+             for r, j in enumerate(range(0, batches, per_round))]
     return Schedule("equal", infos, 0, source="online", budget=budget)
+
+
+def online_draws(steps_done: int, batches: int, steps: int) -> int:
+    """Fresh batches drawn in the first `steps_done` of a round's `steps` steps that draws `batches`:
+    ceil(steps_done * batches / steps), so step i draws when the count grows from i to i + 1 (step 0
+    always does)."""
+    return -(-steps_done * batches // steps)

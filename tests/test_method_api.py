@@ -24,6 +24,7 @@ from dfkd_bench.errors import UserError
 from dfkd_bench.label_embeddings import load_label_embeddings
 from dfkd_bench.models import create_model
 from dfkd_bench.plugins import METHODS
+from dfkd_bench.schedule import online_draws
 
 SPEC = get_dataset("digits")
 METHOD_DIR = Path(dfkd_bench.__file__).resolve().parent.parent / "methods"
@@ -135,18 +136,29 @@ def test_capability_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[s
     assert not (tmp_path / "runs.csv").exists()  # refused before any work
 
 
-def test_online_schedule_fixes_student_steps_by_the_image_budget() -> None:
-    hp = resolve_hparams(TinyOnlineHparams, "digits", {}, "tiny_online")
-    schedule = hp.equal_schedule(104)
+def test_online_schedule_fixes_fresh_images_by_the_ratio_and_steps_by_the_budget() -> None:
+    hp = resolve_hparams(TinyOnlineHparams, "digits", {"kd_steps": "40", "synth_batch": "64",
+                                                        "final_kd_steps": "5"}, "tiny_online")
+    schedule = hp.equal_schedule(104)  # 13 fresh batches of 8; 40/64 * 104 + 5 = 70 student steps
     assert schedule.source == "online" and schedule.budget == "images"
-    assert [r.kd_steps for r in schedule.rounds] == [3, 3, 3, 3, 1]  # 104 / 8 = 13 steps, rounds of 3
-    assert schedule.images == 104 and all(r.images == 8 * r.kd_steps for r in schedule.rounds)
+    assert schedule.images == 104 and schedule.kd_steps == 70
+    assert [r.images for r in schedule.rounds] == [8] * 13  # round_steps 3 is below one batch's 5-6 steps
+    assert sorted({r.kd_steps for r in schedule.rounds}) == [5, 6]
+    fresh = resolve_hparams(TinyOnlineHparams, "digits", {"budget": "fresh"}, "tiny_online").equal_schedule(104)
+    assert [r.kd_steps for r in fresh.rounds] == [3, 3, 3, 3, 1] and fresh.images == 104  # a batch a step
     steps = resolve_hparams(TinyOnlineHparams, "digits", {"budget": "steps", "paper_steps": "7"}, "tiny_online")
-    assert steps.equal_schedule(104).kd_steps == 7 and steps.equal_schedule(104).budget == "steps"
+    assert steps.equal_schedule(104).kd_steps == 7 and steps.equal_schedule(104).images == 56
+    assert steps.equal_schedule(104).budget == "steps"
     with pytest.raises(UserError, match="paper_steps"):
         resolve_hparams(TinyOnlineHparams, "digits", {"budget": "steps"}, "tiny_online")
-    with pytest.raises(UserError, match="images, steps"):
+    with pytest.raises(UserError, match="images, fresh, steps"):
         resolve_hparams(TinyOnlineHparams, "digits", {"budget": "epochs"}, "tiny_online")
+
+
+def test_online_draws_spread_batches_evenly_and_start_every_round_with_one() -> None:
+    draws = [online_draws(i + 1, 3, 8) > online_draws(i, 3, 8) for i in range(8)]
+    assert draws[0] and sum(draws) == 3
+    assert all(online_draws(i + 1, 4, 4) > online_draws(i, 4, 4) for i in range(4))
 
 
 def online_run(tmp_path: Path, n_total: int = 104, seed: int = 0, **overrides: str) -> tuple[DistillationRun, list]:
@@ -168,17 +180,22 @@ def online_run(tmp_path: Path, n_total: int = 104, seed: int = 0, **overrides: s
     return run, drawn
 
 
-def test_an_online_method_sees_exactly_the_budgeted_number_of_distinct_images(tmp_path: Path) -> None:
-    run, drawn = online_run(tmp_path)
-    trained = []
-    train_generator = run.method.train_generator
+@pytest.mark.parametrize("budget, steps", [("images", 81), ("fresh", 13)])
+def test_an_online_method_sees_exactly_the_budgeted_number_of_distinct_images(tmp_path: Path, budget: str,
+                                                                              steps: int) -> None:
+    run, drawn = online_run(tmp_path, budget=budget)  # 104 images: 13 batches of 8; images: 50/64 * 104 steps
+    trained, stepped = [], []
+    train_generator, step = run.method.train_generator, run.distiller.step
     run.method.train_generator = lambda info: (trained.append(info.index), train_generator(info))[1]
+    run.distiller.step = lambda groups, size: (stepped.append(groups[0][0]), step(groups, size))[1]
     outcome = run.run()
     images = torch.cat(drawn)
-    assert images.shape[0] == outcome.n_synthetic == 104  # 13 student steps of 8 fresh images
+    assert images.shape[0] == outcome.n_synthetic == 104
     assert torch.unique(images.flatten(1), dim=0).shape[0] == 104  # all distinct
-    assert len(trained) == 7  # the generator trains before every s_steps = 2 student steps: ceil(13 / 2)
-    assert [p.images for p in outcome.curve] == [24, 48, 72, 96, 104]
+    assert len(stepped) == run.schedule.kd_steps == steps
+    assert all(any(torch.equal(x, d) for d in drawn) for x in stepped)  # every student batch is a fresh draw
+    assert len(trained) == -(-steps // 2)  # the generator trains before every s_steps = 2 student steps
+    assert outcome.curve[-1].images == 104
     assert len(run.bank) == 8  # the last batch only, kept for sample grids
 
 
@@ -204,6 +221,7 @@ def test_online_resume_is_bit_identical(tmp_path: Path) -> None:
     assert [p.student_acc for p in resumed.curve] == [p.student_acc for p in expected.curve]
     for (name, a), b in zip(whole.ctx.student.state_dict().items(), second.ctx.student.state_dict().values()):
         assert torch.equal(a, b), name
+    assert len(expected.curve) == len(resumed.curve) > 2
     for a, b in zip(whole.method.generator.parameters(), second.method.generator.parameters()):
         assert torch.equal(a, b)
 

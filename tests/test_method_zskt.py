@@ -144,7 +144,7 @@ def test_student_loss_is_kl_plus_scaled_attention_and_vanishes_for_a_copy_of_the
     teacher_maps, student_maps = dict(other.teacher_blocks.maps), dict(other.student_blocks.maps)
     terms = other.student_loss(step)
     torch.testing.assert_close(terms["kl"], kd_loss(step.s_logits, step.t_logits, 2.0))
-    torch.testing.assert_close(terms["at"], 250.0 * 10 * attention_transfer(student_maps, teacher_maps))
+    torch.testing.assert_close(terms["at"], other.hp.beta * 10 * attention_transfer(student_maps, teacher_maps))
     assert float(terms["at"].detach()) > 0
     terms["at"].backward()  # the attention term trains the student
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in other.ctx.student.parameters())

@@ -2,11 +2,20 @@
 (DAFL, ZSKT, DFAD, DFQ) instead of on a bank.
 
 The budget stays the suite's one quantity: a run at ratio r lets the student see r x train_size
-distinct synthetic images, so an online run takes round(r x train_size / kd_batch) student steps,
-each on `kd_batch` freshly drawn images. `budget="steps"` runs the paper's own `paper_steps`
-instead (rows record which). A round is `round_steps` student steps, ending with an evaluation and
-a checkpoint; before every `s_steps` student steps the generator takes `g_steps` steps of its own,
-with one persistent optimiser (Adam at lr_g, betas g_betas), a fresh latent each step.
+distinct synthetic images, drawn fresh from the generator in round(r x train_size / kd_batch) batches
+of kd_batch. `budget` says how many student steps they feed:
+
+- "images" (the default, the equal protocol): as many student steps as a bank method takes on the
+  same images (the shared rate, kd_per_image or kd_steps / synth_batch per image, plus final_kd_steps),
+  each fresh batch trained on for its even share of them. Every method then has the same distinct
+  images AND the same student steps per image.
+- "fresh": one student step per fresh batch, round(r x train_size / kd_batch) steps: each image is
+  seen once, the online loop taken literally (far fewer steps than any other method gets).
+- "steps": the paper's own `paper_steps`, each on a fresh batch (the images then follow the steps).
+
+A round is `round_steps` student steps, ending with an evaluation and a checkpoint; before every
+`s_steps` student steps the generator takes `g_steps` steps of its own (on batches of its own, which
+the student never sees), with one persistent optimiser (Adam at lr_g, betas g_betas).
 """
 
 from __future__ import annotations
@@ -22,15 +31,14 @@ from ..schedule import ReferenceSchedule, RoundInfo, Schedule, online_schedule
 from .generator_method import GeneratorHparams, GeneratorMethod, GeneratorStep
 from .method import MethodContext, SyntheticBatch
 
-BUDGETS = ("images", "steps")
+BUDGETS = ("images", "fresh", "steps")
 
 
 @dataclass
 class OnlineHparams(GeneratorHparams):
     """GeneratorHparams plus the online loop: s_steps student steps per generator phase, round_steps
-    student steps per round, and the budget ("images": the ratio's images / kd_batch steps; "steps":
-    the paper's `paper_steps`). No warm-up, no bank, no synthesis augmentation, keep-best or BN term
-    by default (DFQ turns bn on)."""
+    student steps per round, and the budget ("images", "fresh" or "steps": see the module docstring).
+    No warm-up, no bank, no synthesis augmentation, keep-best or BN term by default (DFQ turns bn on)."""
 
     s_steps: int = 1
     round_steps: int = 50
@@ -53,9 +61,16 @@ class OnlineHparams(GeneratorHparams):
                             f"this preset has none")
 
     def equal_schedule(self, n_total: int, reference: ReferenceSchedule | None = None) -> Schedule:
-        """Student steps from the image budget (or the paper's steps), in rounds of round_steps."""
-        steps = self.paper_steps if self.budget == "steps" else round(n_total / self.kd_batch)
-        return online_schedule(steps, self.kd_batch, self.round_steps, self.budget)
+        """Fresh batches and student steps under the budget (module docstring), in rounds of round_steps."""
+        batches = max(1, round(n_total / self.kd_batch))
+        if self.budget == "steps":
+            batches = steps = self.paper_steps
+        elif self.budget == "fresh":
+            steps = batches
+        else:
+            rate = self.kd_per_image or self.kd_steps / self.synth_batch
+            steps = max(batches, round(rate * n_total) + self.final_kd_steps)
+        return online_schedule(steps, batches, self.kd_batch, self.round_steps, self.budget)
 
 
 class OnlineGeneratorMethod(GeneratorMethod):

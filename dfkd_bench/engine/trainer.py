@@ -16,7 +16,7 @@ from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import accuracy
 from .method import Method, MethodContext
-from ..schedule import RoundInfo, Schedule, spread
+from ..schedule import RoundInfo, Schedule, online_draws, spread
 from .timing import PhaseTimer
 
 
@@ -152,18 +152,21 @@ class DistillationRun:
         return self.state.images_seen if self.online else len(self.bank)
 
     def _online_round(self, info: RoundInfo) -> SyntheticBank:
-        """An online round: `info.kd_steps` student steps, each on `kd_batch` fresh images, the generator
-        trained before every `student_steps_per_generator_step` of them; returns the last batch."""
+        """An online round: `info.kd_steps` student steps on fresh generator batches (drawn at the steps
+        `online_draws` picks, `info.images` images in all), the generator trained before every
+        `student_steps_per_generator_step` steps; returns the last batch."""
         method, batch_size = self.method, self.hp.kd_batch
         every = method.student_steps_per_generator_step
         first = sum(r.kd_steps for r in self.schedule.rounds[:info.index])
+        steps, batches = info.kd_steps, info.images // batch_size
         total = torch.zeros((), device=self.ctx.device)
         batch = None
-        for i in range(info.kd_steps):
+        for i in range(steps):
             with self.timer.phase("synth"):
                 if (first + i) % every == 0:
                     method.train_generator(info)
-                batch = method.draw(batch_size)
+                if online_draws(i + 1, batches, steps) > online_draws(i, batches, steps):
+                    batch = method.draw(batch_size)
             with self.timer.phase("kd"):
                 total += self.distiller.step([(batch.images, batch.labels)], batch_size)
         if batch is None or not torch.isfinite(batch.images).all():

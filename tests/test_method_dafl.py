@@ -1,0 +1,125 @@
+"""DAFL: online draws, a falling generator loss, state round-trip, the one-hot / activation /
+information-entropy terms, presets."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfkd_bench import UserError
+from dfkd_bench.config import resolve_hparams
+from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo
+from dfkd_bench.methods.dafl import Dafl, negative_batch_entropy, pseudo_label_ce
+from method_helpers import make_ctx
+
+QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+
+
+def make_dafl(ctx: MethodContext, **overrides: Any) -> Dafl:
+    """DAFL with the digits preset and a tiny batch."""
+    hp = resolve_hparams(Dafl.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "dafl")
+    return Dafl(ctx, hp)
+
+
+def fixed_step(method: Dafl, z: torch.Tensor) -> GeneratorStep:
+    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
+    method.generator.train()
+    return GeneratorStep(method.generate(z, method.ctx.resolution), torch.zeros(z.shape[0], dtype=torch.long))
+
+
+def test_draw_shapes_range_and_labels() -> None:
+    method = make_dafl(make_ctx())
+    method.train_generator(RoundInfo.standalone())
+    for n in (6, 3):
+        batch = method.draw(n)
+        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
+        assert batch.images.min() >= 0 and batch.images.max() <= 1
+        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
+        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+    assert {"synth/oh", "synth/act", "synth/ie"} <= set(method.loss_terms)
+
+
+def loss_before_and_after(method: Dafl, steps: int = 10) -> tuple[float, float]:
+    """The generator loss on one fixed latent before and after `steps` generator phases."""
+    z = torch.randn(16, *method.generator.latent_shape)
+    with torch.no_grad():
+        before = float(method.generator_loss(fixed_step(method, z)))
+    for _ in range(steps):  # the student does not train: only the generator moves
+        method.train_generator(RoundInfo.standalone())
+    with torch.no_grad():
+        after = float(method.generator_loss(fixed_step(method, z)))
+    return before, after
+
+
+def test_generator_loss_falls() -> None:
+    torch.manual_seed(0)
+    before, after = loss_before_and_after(make_dafl(make_ctx(seed=1), lr_g=1e-2, kd_batch=16))
+    assert after < before - 0.01, (before, after)
+    torch.manual_seed(0)  # the activation term alone: the teacher's features grow several-fold
+    before, after = loss_before_and_after(make_dafl(make_ctx(seed=1), lr_g=1e-2, kd_batch=16, oh=0, ie=0, act=1))
+    assert after < 2 * before < 0, (before, after)
+
+
+def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
+    method = make_dafl(make_ctx(seed=0))
+    method.train_generator(RoundInfo.standalone())
+    other = make_dafl(make_ctx(seed=0))  # the same teacher (restored by the engine), a fresh generator
+    assert not all(torch.equal(p, q) for p, q in zip(method.generator.parameters(), other.generator.parameters()))
+    other.load_state_dict(copy.deepcopy(method.state_dict()))  # as a checkpoint would: no shared tensors
+    method.ctx.generator.manual_seed(11)
+    other.ctx.generator.manual_seed(11)
+    a, b = method.draw(4), other.draw(4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    method.train_generator(RoundInfo.standalone())  # the optimiser state came along too
+    other.train_generator(RoundInfo.standalone())
+    for p, q in zip(method.generator.parameters(), other.generator.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_information_entropy_is_lowest_for_a_balanced_batch() -> None:
+    balanced = torch.eye(10) * 50  # ten confident samples, one per class
+    one_class = balanced[[3] * 10]
+    torch.testing.assert_close(negative_batch_entropy(balanced), torch.tensor(-math.log(10)))
+    assert float(negative_batch_entropy(one_class)) == pytest.approx(0.0, abs=1e-5)
+    mixed = torch.randn(10, 10)
+    assert negative_batch_entropy(balanced) <= negative_batch_entropy(mixed) <= negative_batch_entropy(one_class)
+
+
+def test_terms_use_pseudo_labels_and_the_teachers_penultimate_features() -> None:
+    method = make_dafl(make_ctx(), act=0.5, ie=2.0, oh=3.0)
+    step = fixed_step(method, torch.randn(8, *method.generator.latent_shape))
+    terms = method.generator_terms(step)
+    assert set(terms) == {"oh", "act", "ie"}  # bn = adv = 0 in the preset
+    logits = step.teacher.logits
+    torch.testing.assert_close(terms["oh"], 3.0 * F.cross_entropy(logits, logits.argmax(1)))
+    torch.testing.assert_close(pseudo_label_ce(logits), F.cross_entropy(logits, logits.argmax(1)))
+    torch.testing.assert_close(terms["ie"], 2.0 * negative_batch_entropy(logits))
+    teacher = method.ctx.teacher
+    features = []
+    handle = teacher.classifier.register_forward_pre_hook(lambda m, x: features.append(x[0]))
+    with torch.no_grad():
+        teacher(step.inputs)
+    handle.remove()
+    torch.testing.assert_close(terms["act"], -0.5 * features[0].abs().mean())
+    assert terms["act"] < 0
+
+
+def test_presets_and_validation() -> None:
+    for name in ("cifar10", "cifar100"):
+        hp = resolve_hparams(Dafl.Hparams, name, {}, "dafl", protocol="paper")
+        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.temperature) == (5, 1, 256, 0.1, 1e-3, 20.0)
+        assert (hp.oh, hp.act, hp.ie, hp.bn, hp.adv, hp.nz) == (1.0, 0.001, 20.0, 0.0, 0.0, 512)
+        assert hp.paper_steps == 200 * 400
+    hp = resolve_hparams(Dafl.Hparams, "digits", {"budget": "steps"}, "dafl")
+    assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
+    images = resolve_hparams(Dafl.Hparams, "digits", {}, "dafl").equal_schedule(144)
+    assert sum(r.kd_steps for r in images.rounds) == round(144 / hp.kd_batch)
+    with pytest.raises(UserError, match="dafl.ie=-1"):
+        resolve_hparams(Dafl.Hparams, "digits", {"ie": "-1"}, "dafl")
+    with pytest.raises(UserError, match="dafl.nz=0"):
+        resolve_hparams(Dafl.Hparams, "digits", {"nz": "0"}, "dafl")
