@@ -136,7 +136,7 @@ class ZsktHparams(OnlineHparams):
         # At --ratio 0.1 (144 images) kd_batch 8 gives 18 student steps, in two rounds of 9.
         # paper_steps 1,000 (a budget=steps run): 200 generator steps, a few minutes on one CPU core.
         "digits": dict(nz=64, ngf=16, beta=25.0, lr_g=1e-3, g_betas=(0.5, 0.999), g_steps=1, s_steps=5,
-                       kd_batch=32, lr=0.1, temperature=1.0, round_steps=40, paper_steps=1000, synth_batch=64,
+                       kd_batch=16, lr=0.1, temperature=1.0, round_steps=40, paper_steps=1000, synth_batch=64,
                        kd_steps=40, final_kd_steps=200),
     }
 

@@ -165,14 +165,14 @@ def _budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) ->
 
 
 def _image_budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) -> pd.DataFrame:
-    """Runs on a paper's own step count (budget=steps) stay apart from image-budget runs unless `budget`
-    is a row or column key, so a cell never averages the two budgets."""
+    """Online runs on another budget than the default (budget=fresh or steps) stay apart from the rest
+    unless `budget` is a row or column key, so a cell never averages two budgets."""
     if "budget" in keys or "budget" not in df:
         return df
-    steps = df["budget"].fillna("").astype(str).str.strip() == "steps"
-    if steps.any():
-        left_out["on a paper's step count (add budget to --rows or --cols)"] = int(steps.sum())
-    return df[~steps].reset_index(drop=True)
+    other = ~df["budget"].fillna("").astype(str).str.strip().isin(["", "images"])
+    if other.any():
+        left_out["on another budget (add budget to --rows or --cols)"] = int(other.sum())
+    return df[~other].reset_index(drop=True)
 
 
 def _sort_key(label: tuple[str, ...]) -> tuple:
