@@ -1,0 +1,109 @@
+"""DFQ: online draws, a falling generator loss, state round-trip, the adversarial KL term's sign,
+the BN / pseudo-label / entropy terms, presets."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dfkd_bench import UserError
+from dfkd_bench.config import resolve_hparams
+from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo
+from dfkd_bench.methods.dfq import Dfq
+from method_helpers import make_ctx
+
+QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+
+
+def make_dfq(ctx: MethodContext, **overrides: Any) -> Dfq:
+    """DFQ with the digits preset and a tiny batch."""
+    hp = resolve_hparams(Dfq.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "dfq")
+    return Dfq(ctx, hp)
+
+
+def fixed_step(method: Dfq, z: torch.Tensor) -> GeneratorStep:
+    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
+    method.generator.train()
+    return GeneratorStep(method.generate(z, method.ctx.resolution), torch.zeros(z.shape[0], dtype=torch.long))
+
+
+def test_draw_shapes_range_and_labels() -> None:
+    method = make_dfq(make_ctx())
+    method.train_generator(RoundInfo.standalone())
+    for n in (6, 3):
+        batch = method.draw(n)
+        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
+        assert batch.images.min() >= 0 and batch.images.max() <= 1
+        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
+        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+    assert {"synth/bn", "synth/oh", "synth/ie", "synth/adv"} <= set(method.loss_terms)
+
+
+def test_generator_loss_falls() -> None:
+    torch.manual_seed(0)
+    method = make_dfq(make_ctx(seed=1), lr_g=1e-2, kd_batch=16)
+    z = torch.randn(16, *method.generator.latent_shape)
+    with torch.no_grad():
+        before = method.generator_terms(fixed_step(method, z))
+    for _ in range(10):  # the student does not train: only the generator moves
+        method.train_generator(RoundInfo.standalone())
+    with torch.no_grad():
+        after = method.generator_terms(fixed_step(method, z))
+    assert sum(after.values()) < sum(before.values()) - 0.5, (before, after)
+    assert after["bn"] < before["bn"] - 0.5, (before, after)  # the BN statistics move towards the teacher's
+
+
+def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
+    method = make_dfq(make_ctx(seed=0))
+    method.train_generator(RoundInfo.standalone())
+    other = make_dfq(make_ctx(seed=0))  # the same teacher and student (restored by the engine), a fresh generator
+    assert not all(torch.equal(p, q) for p, q in zip(method.generator.parameters(), other.generator.parameters()))
+    other.load_state_dict(copy.deepcopy(method.state_dict()))  # as a checkpoint would: no shared tensors
+    method.ctx.generator.manual_seed(11)
+    other.ctx.generator.manual_seed(11)
+    a, b = method.draw(4), other.draw(4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    method.train_generator(RoundInfo.standalone())  # the optimiser state came along too
+    other.train_generator(RoundInfo.standalone())
+    for p, q in zip(method.generator.parameters(), other.generator.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_adversarial_term_is_minus_the_kl_and_vanishes_for_a_perfect_student() -> None:
+    method = make_dfq(make_ctx(), adv=2.0, bn=0.5, oh=3.0, ie=4.0)
+    step = fixed_step(method, torch.randn(8, *method.generator.latent_shape))
+    terms = method.generator_terms(step)
+    assert set(terms) == {"bn", "oh", "ie", "adv"}
+    s, t = step.student.logits, step.teacher.logits
+    kl = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True)
+    torch.testing.assert_close(terms["adv"], -2.0 * kl)
+    assert terms["adv"] < 0  # an untrained student disagrees with the teacher
+    torch.testing.assert_close(terms["oh"], 3.0 * F.cross_entropy(t, t.argmax(1)))
+    p = F.softmax(t, 1).mean(0)
+    torch.testing.assert_close(terms["ie"], 4.0 * (p * p.log()).sum())
+    assert -4.0 * math.log(10) - 1e-4 <= float(terms["ie"].detach()) <= 0
+    torch.testing.assert_close(terms["bn"], 0.5 * step.teacher.bn)
+
+    method.ctx.student.load_state_dict(method.ctx.teacher.state_dict())  # the same architecture in make_ctx
+    method.ctx.student.eval()
+    step = fixed_step(method, torch.randn(8, *method.generator.latent_shape))
+    assert float(method.adversarial_term(step)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_presets_and_validation() -> None:
+    for name in ("cifar10", "cifar100"):
+        hp = resolve_hparams(Dfq.Hparams, name, {}, "dfq", protocol="paper")
+        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.temperature) == (10, 1, 256, 0.05, 1e-3, 1.0)
+        assert (hp.bn, hp.oh, hp.ie, hp.adv, hp.bn_momentum, hp.nz) == (1.0, 1.0, 20.0, 1.0, 0.0, 256)
+        assert hp.paper_steps == 200 * 400
+    hp = resolve_hparams(Dfq.Hparams, "digits", {"budget": "steps"}, "dfq")
+    assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
+    with pytest.raises(UserError, match="dfq.adv=-1"):
+        resolve_hparams(Dfq.Hparams, "digits", {"adv": "-1"}, "dfq")
+    with pytest.raises(UserError, match="dfq.ngf=0"):
+        resolve_hparams(Dfq.Hparams, "digits", {"ngf": "0"}, "dfq")
