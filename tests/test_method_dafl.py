@@ -118,7 +118,8 @@ def test_presets_and_validation() -> None:
     hp = resolve_hparams(Dafl.Hparams, "digits", {"budget": "steps"}, "dafl")
     assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
     images = resolve_hparams(Dafl.Hparams, "digits", {}, "dafl").equal_schedule(144)
-    assert sum(r.kd_steps for r in images.rounds) == round(144 / hp.kd_batch)
+    assert images.images == round(144 / hp.kd_batch) * hp.kd_batch  # the ratio's fresh images
+    assert images.kd_steps == round(hp.kd_steps / hp.synth_batch * 144) + hp.final_kd_steps  # the suite's rate
     with pytest.raises(UserError, match="dafl.ie=-1"):
         resolve_hparams(Dafl.Hparams, "digits", {"ie": "-1"}, "dafl")
     with pytest.raises(UserError, match="dafl.nz=0"):
