@@ -35,20 +35,21 @@ class DaflHparams(OnlineHparams):
     generator (Fast's CIFAR `LatentGenerator`, z ~ N(0, 1) of `nz`) takes `g_steps` Adam steps at
     lr_g on fresh batches of kd_batch images, with no synthesis augmentation (as the reference).
 
-    CIFAR presets: zju-vipa/DataFree scripts/dafl/dafl_cifar.sh (the same for CIFAR-10 and -100):
-    --batch_size 256 --lr 0.1 --epochs 200 --kd_steps 5 --ep_steps 400 --g_steps 1 --lr_g 1e-3
-    --adv 0 --bn 0 --oh 1 --act 0.001 --balance 20 --T 20, nz 512 and ngf 64 (datafree_kd.py),
-    student SGD weight decay 1e-4, cosine over 200 epochs to 2e-4 (lr_min_ratio 2e-4 / 0.1; the
-    cosine is from the datafree_kd.py of zju-vipa/Fast-Datafree, which shares DataFree's loop: not
-    confirmed in DataFree itself). The generator's Adam betas (0.5, 0.999) are those of
-    GenerativeSynthesizer in zju-vipa/CMI and zju-vipa/Fast-Datafree (a fork of DataFree has
-    (0.9, 0.99)). `ie` is DataFree's --balance, `act` its --act.
-    The original DAFL code (huawei-noah, CIFAR: lr_G 0.02, lr_S 0.1, batch 1024, latent 1000, oh
-    0.05, ie 5, a 0.01, 2000 epochs of 120 iterations, one generator and one student step each) is
-    not what the presets follow.
+    CIFAR presets: the DataFree scripts' DAFL command (scripts/dafl/dafl_cifar.sh of zju-vipa/DataFree,
+    found in the search index without its repository name, so not confirmed; the same for CIFAR-10 and
+    -100): --batch_size 256 --lr 0.1 --epochs 200 --kd_steps 5 --ep_steps 400 --g_steps 1 --lr_g 1e-3
+    --adv 0 --bn 0 --oh 1 --act 0.001 --balance 20 --T 20 (zju-vipa/CMI's older scripts/dafl_cifar10.sh
+    has --act 0.1), with datafree_kd.py's nz 512 and ngf 64 and weight decay 1e-4. The student's
+    cosine to 2e-4 over the run (lr_min_ratio 2e-4 / 0.1) is that of zju-vipa/Fast-Datafree's
+    datafree_kd.py, which shares DataFree's loop (not confirmed in DataFree itself); the generator's
+    Adam betas (0.5, 0.999) those of GenerativeSynthesizer in zju-vipa/CMI and Fast-Datafree. `ie` is
+    DataFree's --balance, `act` its --act. The original DAFL code (CIFAR-10 README: --n_epochs 2000
+    --batch_size 1024 --lr_G 0.02 --lr_S 0.1 --latent_dim 1000, the weights at DAFL-train.py's
+    defaults oh 1, ie 5, a 0.1; CIFAR-100 --oh 0.5) is not what the presets follow.
 
-    Departures: the student's cosine steps once per student step rather than once per epoch; the
-    reference's student steps see normalised images of the generator in train mode, as here.
+    Departures: the student's cosine steps once per student step rather than once per epoch; `ie`
+    clamps the batch-mean probabilities at 1e-12 before the log (the reference takes log p as is);
+    the student's labels are the base's random ones, unused by KD (the generator is unconditional).
     """
 
     nz: int = 512
@@ -70,22 +71,24 @@ class DaflHparams(OnlineHparams):
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=1, round_steps=1)
     # The reference's student steps: epochs 200 x (ep_steps 400 // kd_steps 5) generator phases x
-    # kd_steps 5 student steps = 200 x 400 = 80,000 (one generator step per 5 student steps).
+    # kd_steps 5 student steps = 200 x 400 = 80,000 (one generator step per 5 student steps);
+    # round_steps 400 is its evaluation period (an epoch).
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         **{name: dict(nz=512, ngf=64, oh=1.0, act=0.001, ie=20.0, bn=0.0, adv=0.0, lr_g=1e-3, g_steps=1,
                       g_betas=(0.5, 0.999), s_steps=5, kd_batch=256, lr=0.1, weight_decay=1e-4,
                       lr_min_ratio=2e-3, temperature=20.0, round_steps=400, paper_steps=80_000)
            for name in ("cifar10", "cifar100")},
-        # Tuned for the quick suite (not from any paper). At --ratio 0.1 (144 images) kd_batch 8 gives 18
-        # student steps, two rounds of 9; even KD on 144 real training images reaches only ~10-15% in
-        # 18 steps with this student, so --ratio 0.1 stays near chance. The generator takes 10 steps
-        # before every student step. act is 0: the digits teacher is saturated (one class at confidence
-        # ~1) on the untrained generator's output, so oh and ie have vanishing gradients and any act > 0
-        # (1e-4 tried) drives, through Adam's scale invariance, the generator to a single class.
-        # paper_steps 300 (2,400 images) is a budget=steps run of about two minutes on one CPU core.
-        "digits": dict(nz=64, ngf=16, oh=1.0, act=0.0, ie=5.0, lr_g=1e-2, g_steps=10, s_steps=1, kd_batch=16,
-                       lr=0.05, temperature=1.0, round_steps=40, paper_steps=300, synth_batch=64, kd_steps=40,
-                       final_kd_steps=200),
+        # Tuned for the quick suite (not from any paper), at the suite's digits student rate (kd_steps 40
+        # per synth_batch 64 images, final_kd_steps 200). At --ratio 0.1: 4 fresh batches of 36 (the 144
+        # images), 290 student steps, ~73 on each batch, so kd_aug crops them (without it the student
+        # stays at chance). The generator takes 24 steps every 24 student steps, so the first batch
+        # comes from a trained generator. act is 0: the digits teacher is saturated (one class at
+        # confidence ~1) on the untrained generator's output, so oh and ie have vanishing gradients and
+        # any act > 0 (1e-4 tried) drives, through Adam's scale invariance, every image to that class.
+        # paper_steps 300 (300 fresh batches, a budget=steps run) takes a minute or two on one CPU core.
+        "digits": dict(nz=64, ngf=16, oh=1.0, act=0.0, ie=5.0, lr_g=3e-2, g_steps=24, s_steps=24, kd_batch=36,
+                       kd_aug="crop:4", lr=0.05, temperature=1.0, round_steps=40, paper_steps=300, synth_batch=64,
+                       kd_steps=40, final_kd_steps=200),
     }
 
 
@@ -93,7 +96,7 @@ class DaflHparams(OnlineHparams):
 class Dafl(OnlineGeneratorMethod):
     """The generator learns to make the teacher's outputs one-hot (pseudo-label CE), its penultimate
     features large (activation loss) and its batch-mean prediction uniform (information entropy);
-    the student distils on fresh generator output at every step.
+    the student distils on fresh generator batches (the engine's online loop).
 
     The teacher's penultimate features come from a `FeatureTap` on the teacher, recording only
     during the generator's teacher forward."""

@@ -92,7 +92,7 @@ def test_adversarial_term_is_minus_the_kl_and_vanishes_for_a_perfect_student() -
     method.ctx.student.load_state_dict(method.ctx.teacher.state_dict())  # the same architecture in make_ctx
     method.ctx.student.eval()
     step = fixed_step(method, torch.randn(8, *method.generator.latent_shape))
-    assert float(method.adversarial_term(step)) == pytest.approx(0.0, abs=1e-5)
+    assert float(method.adversarial_term(step).detach()) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_presets_and_validation() -> None:
@@ -103,6 +103,9 @@ def test_presets_and_validation() -> None:
         assert hp.paper_steps == 200 * 400
     hp = resolve_hparams(Dfq.Hparams, "digits", {"budget": "steps"}, "dfq")
     assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
+    images = resolve_hparams(Dfq.Hparams, "digits", {}, "dfq").equal_schedule(144)
+    assert images.images == round(144 / hp.kd_batch) * hp.kd_batch  # the ratio's fresh images
+    assert images.kd_steps == round(hp.kd_steps / hp.synth_batch * 144) + hp.final_kd_steps  # the suite's rate
     with pytest.raises(UserError, match="dfq.adv=-1"):
         resolve_hparams(Dfq.Hparams, "digits", {"adv": "-1"}, "dfq")
     with pytest.raises(UserError, match="dfq.ngf=0"):
