@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfkd_bench import MethodContext, UserError, register_method
-from dfkd_bench.engine import BestIterate, GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGenerator
+from dfkd_bench.engine import BestIterate, GeneratorStep, LatentGeneratorMethod, LatentHparams
 from dfkd_bench.engine import ReferenceSchedule, RoundInfo
 
 CR_FEATURES = ("mean", "mean_var")
@@ -27,7 +27,7 @@ CIFAR = dict(nz=256, ngf=64, g_steps=200, lr_g=1e-3, lr_z=1e-3, lr_head=1e-3, bn
 
 
 @dataclass
-class CmiHparams(GeneratorHparams):
+class CmiHparams(LatentHparams):
     """Generator loss = bn*BN + oh*CE + adv*adversarial (after warm-up) + cr*contrastive.
 
     Every round re-initialises the generator (Fast's CIFAR generator, the reference's `Generator`:
@@ -65,8 +65,6 @@ class CmiHparams(GeneratorHparams):
     student recipe; 30 generator steps at lr_g = lr_z = 1e-2 replace 200 at 1e-3.
     """
 
-    nz: int = 256
-    ngf: int = 64
     g_steps: int = 200
     lr_z: float = 1e-3
     lr_head: float = 1e-3
@@ -87,7 +85,7 @@ class CmiHparams(GeneratorHparams):
         super().validate(method)
         self.check_choice(method, "cr_feature", self.cr_feature, CR_FEATURES)
         self.check_choice(method, "cr_layers", self.cr_layers, CR_LAYERS)
-        for name in ("nz", "ngf", "head_dim", "bank_size"):
+        for name in ("head_dim", "bank_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
         for name in ("cr_T", "lr_g", "lr_z", "lr_head"):
@@ -227,7 +225,7 @@ def contrastive_loss(local: torch.Tensor, global_: torch.Tensor, n_new: int, tem
 
 
 @register_method("cmi", "CMI: generator re-initialised each round, contrastive term against a bank of teacher features")
-class Cmi(GeneratorMethod):
+class Cmi(LatentGeneratorMethod):
     """Contrastive model inversion (see `CmiHparams` for the loss). Departures from zju-vipa/CMI:
 
     - No pre-inverted start set (the reference's adversarial CIFAR-10 script loads ~50k images made
@@ -263,17 +261,6 @@ class Cmi(GeneratorMethod):
         with self.instance_stats.capture(), ctx.autocast():
             ctx.teacher(self.model_input(torch.zeros(1, ctx.spec.in_chans, r, r, device=ctx.device)))
             return self.instance_stats.features().shape[1]
-
-    @classmethod
-    def check_resolution(cls, resolution: int) -> None:
-        """The CIFAR generator quadruples an (r/4)x(r/4) map."""
-        if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
-
-    def build_generator(self) -> LatentGenerator:
-        """The reference's CIFAR generator (re-initialised every round by `start_round`)."""
-        hp, ctx = self.hp, self.ctx
-        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
 
     @torch.no_grad()
     def reinitialise_generator(self) -> None:

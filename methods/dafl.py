@@ -7,26 +7,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import FeatureTap, GeneratorStep, LatentGenerator, MethodContext, OnlineGeneratorMethod
-from dfkd_bench.engine import OnlineHparams
-
-
-def pseudo_label_ce(logits: torch.Tensor) -> torch.Tensor:
-    """DAFL's one-hot loss: CE of the teacher's logits against its own argmax (confident outputs)."""
-    return F.cross_entropy(logits, logits.argmax(1))
-
-
-def negative_batch_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """DAFL's information-entropy loss: -H(mean softmax over the batch), lowest for a balanced batch."""
-    p = F.softmax(logits.float(), dim=1).mean(0)
-    return (p * torch.log(p.clamp_min(1e-12))).sum()
+from dfkd_bench.engine import FeatureTap, GeneratorStep, LatentGeneratorMethod, LatentHparams, MethodContext
+from dfkd_bench.engine import OnlineGeneratorMethod, OnlineHparams, negative_batch_entropy, pseudo_label_ce
 
 
 @dataclass
-class DaflHparams(OnlineHparams):
+class DaflHparams(OnlineHparams, LatentHparams):
     """Generator loss = oh*CE(t, argmax t) + act*(-mean|f_t|) + ie*(-H(mean softmax t)) (+ bn*BN + adv*adv).
 
     f_t is the teacher's penultimate feature vector (the input of its classifier). bn and adv are
@@ -62,12 +50,9 @@ class DaflHparams(OnlineHparams):
 
     def validate(self, method: str = "dafl") -> None:
         super().validate(method)
-        for name in ("act", "ie", "oh", "bn", "adv"):
+        for name in ("act", "ie"):
             if getattr(self, name) < 0:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
-        for name in ("nz", "ngf"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=1, round_steps=1)
     # The reference's student steps: epochs 200 x (ep_steps 400 // kd_steps 5) generator phases x
@@ -93,7 +78,7 @@ class DaflHparams(OnlineHparams):
 
 
 @register_method("dafl", "DAFL: online generator for confident, strongly activated, class-balanced teacher outputs")
-class Dafl(OnlineGeneratorMethod):
+class Dafl(LatentGeneratorMethod, OnlineGeneratorMethod):
     """The generator learns to make the teacher's outputs one-hot (pseudo-label CE), its penultimate
     features large (activation loss) and its batch-mean prediction uniform (information entropy);
     the student distils on fresh generator batches (the engine's online loop).
@@ -107,17 +92,6 @@ class Dafl(OnlineGeneratorMethod):
     def __init__(self, ctx: MethodContext, hparams: DaflHparams) -> None:
         super().__init__(ctx, hparams)
         self.teacher_tap = self.keep_hook(FeatureTap(ctx.teacher))
-
-    @classmethod
-    def check_resolution(cls, resolution: int) -> None:
-        """The CIFAR generator quadruples an (r/4)x(r/4) map."""
-        if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
-
-    def build_generator(self) -> LatentGenerator:
-        """Fast's CIFAR generator at the run's resolution."""
-        hp, ctx = self.hp, self.ctx
-        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
 
     def generator_terms(self, step: GeneratorStep) -> dict[str, torch.Tensor]:
         """The base's bn/adv terms, oh on the teacher's own argmax, plus act and ie."""

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import GeneratorStep, LatentGenerator, OnlineGeneratorMethod, OnlineHparams, StudentStep
+from dfkd_bench.engine import GeneratorStep, LatentGeneratorMethod, LatentHparams, OnlineGeneratorMethod, OnlineHparams
+from dfkd_bench.engine import StudentStep
 
 
 def logit_discrepancy(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -19,7 +20,7 @@ def logit_discrepancy(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 @dataclass
-class DfadHparams(OnlineHparams):
+class DfadHparams(OnlineHparams, LatentHparams):
     """Generator loss = adv * (-L1(s, t)); student loss = L1(s, t) (mean absolute logit difference).
 
     Before every `s_steps` student steps the generator (Fast's CIFAR `LatentGenerator`, z ~ N(0, 1)
@@ -56,12 +57,6 @@ class DfadHparams(OnlineHparams):
         super().validate(method)
         if self.adv <= 0:
             raise UserError(f"{method}.adv={self.adv}: it must be > 0 (the generator's only loss is adversarial)")
-        for name in ("oh", "bn"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
-        for name in ("nz", "ngf"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=1, round_steps=1)
     # The reference's student steps: 500 epochs x 50 generator iterations x 5 student steps = 125,000;
@@ -81,23 +76,12 @@ class DfadHparams(OnlineHparams):
 
 
 @register_method("dfad", "DFAD: online generator maximising the L1 student-teacher logit gap, the student closing it")
-class Dfad(OnlineGeneratorMethod):
+class Dfad(LatentGeneratorMethod, OnlineGeneratorMethod):
     """A min-max game on the L1 logit discrepancy: the generator's adversarial term is -L1 (it seeks
     hard samples), the student's loss is +L1 on fresh generator output."""
 
     Hparams = DfadHparams
     hp: DfadHparams
-
-    @classmethod
-    def check_resolution(cls, resolution: int) -> None:
-        """The CIFAR generator quadruples an (r/4)x(r/4) map."""
-        if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
-
-    def build_generator(self) -> LatentGenerator:
-        """Fast's CIFAR generator at the run's resolution."""
-        hp, ctx = self.hp, self.ctx
-        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
 
     def adversarial_term(self, step: GeneratorStep) -> torch.Tensor:
         """-L1(student, teacher): minimising it maximises the discrepancy."""

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import GeneratorStep, LatentGenerator, OnlineGeneratorMethod, OnlineHparams, kd_loss
+from dfkd_bench.engine import GeneratorStep, LatentGeneratorMethod, LatentHparams, OnlineGeneratorMethod, OnlineHparams
+from dfkd_bench.engine import kd_loss, negative_batch_entropy, pseudo_label_ce
 
 
 @dataclass
-class DfqHparams(OnlineHparams):
+class DfqHparams(OnlineHparams, LatentHparams):
     """Generator loss = bn*BN + oh*CE(t, argmax t) + ie*(-H(mean softmax t)) + adv*(-KL(t || s)).
 
     BN is the base's BN-statistics loss on the teacher (momentum 0, as the reference's hooks);
@@ -55,12 +55,8 @@ class DfqHparams(OnlineHparams):
 
     def validate(self, method: str = "dfq") -> None:
         super().validate(method)
-        for name in ("ie", "oh", "bn", "adv"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
-        for name in ("nz", "ngf"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
+        if self.ie < 0:
+            raise UserError(f"{method}.ie={self.ie}: it must be >= 0")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=1, round_steps=1)
     # The reference's student steps: epochs 200 x (ep_steps 400 // kd_steps 10) generator phases x
@@ -85,7 +81,7 @@ class DfqHparams(OnlineHparams):
 
 
 @register_method("dfq", "DFQ: online adversarial generator under BN statistics and categorical-entropy terms")
-class Dfq(OnlineGeneratorMethod):
+class Dfq(LatentGeneratorMethod, OnlineGeneratorMethod):
     """The generator maximises the student's KL divergence from the teacher while matching the
     teacher's BN statistics and keeping its outputs confident and class-balanced; the student distils
     on fresh generator batches (the engine's online loop)."""
@@ -93,27 +89,15 @@ class Dfq(OnlineGeneratorMethod):
     Hparams = DfqHparams
     hp: DfqHparams
 
-    @classmethod
-    def check_resolution(cls, resolution: int) -> None:
-        """The CIFAR generator quadruples an (r/4)x(r/4) map."""
-        if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
-
-    def build_generator(self) -> LatentGenerator:
-        """Fast's CIFAR generator at the run's resolution."""
-        hp, ctx = self.hp, self.ctx
-        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
-
     def generator_terms(self, step: GeneratorStep) -> dict[str, torch.Tensor]:
         """The base's bn/adv terms, oh on the teacher's own argmax, plus the batch entropy ie."""
         hp = self.hp
         terms = super().generator_terms(step)
         logits = self.teacher_pass(step).logits
         if hp.oh > 0:
-            terms["oh"] = hp.oh * F.cross_entropy(logits, logits.argmax(1))
+            terms["oh"] = hp.oh * pseudo_label_ce(logits)
         if hp.ie > 0:
-            p = F.softmax(logits, dim=1).mean(0)
-            terms["ie"] = hp.ie * (p * torch.log(p.clamp_min(1e-12))).sum()
+            terms["ie"] = hp.ie * negative_batch_entropy(logits)
         return terms
 
     def adversarial_term(self, step: GeneratorStep) -> torch.Tensor:

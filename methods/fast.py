@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.nn as nn
 
-from dfkd_bench.engine import GeneratorHparams, GeneratorMethod, LatentGenerator, MethodContext, RoundInfo
+from dfkd_bench.engine import LatentGenerator, LatentGeneratorMethod, LatentHparams, MethodContext, RoundInfo
 from dfkd_bench.engine import SpatialLatentGenerator
 from dfkd_bench.engine.generators import GENERATOR_KINDS, generator_kind
 from dfkd_bench.errors import UserError
@@ -18,7 +18,7 @@ from dfkd_bench.plugins import register_method
 
 
 @dataclass
-class FastHparams(GeneratorHparams):
+class FastHparams(LatentHparams):
     """Generator loss = oh*CE + bn*BN(momentum) + adv*adversarial (adversarial after warm-up).
 
     Each round clones the meta-generator, takes `g_steps` Adam steps on the clone and a fresh latent
@@ -48,8 +48,6 @@ class FastHparams(GeneratorHparams):
       reference. Presets: on for CIFAR-10/100 (the scripts' reset_l0 1), off elsewhere.
     """
 
-    nz: int = 256
-    ngf: int = 64
     g_steps: int = 5
     lr_g: float = 3e-3
     lr_z: float = 0.01
@@ -105,7 +103,7 @@ class FastHparams(GeneratorHparams):
 
 
 @register_method("fast", "Fast (FastDFKD): meta-learned generator, fresh latent per round, few steps a round")
-class Fast(GeneratorMethod):
+class Fast(LatentGeneratorMethod):
     """The meta-generator carries knowledge across rounds so each round needs only `g_steps` steps.
 
     Each round trains a clone of the meta-generator (`round_parameters`); `apply_gradients` adds the
@@ -120,12 +118,6 @@ class Fast(GeneratorMethod):
         self.meta_optimizer = self._new_meta_optimizer()
         self.fast_generator: nn.Module | None = None
         self._latent: torch.Tensor | None = None
-
-    @classmethod
-    def check_resolution(cls, resolution: int) -> None:
-        """The CIFAR generator quadruples an (r/4)x(r/4) map (the deep one needs multiples of 16)."""
-        if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
 
     def build_generator(self) -> LatentGenerator | SpatialLatentGenerator:
         """The meta-generator the `generator` switch picks for the generation resolution."""

@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 
 from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import GeneratorStep, LatentGenerator, MethodContext, OnlineGeneratorMethod, OnlineHparams
+from dfkd_bench.engine import GeneratorStep, LatentGeneratorMethod, LatentHparams, MethodContext, OnlineGeneratorMethod
+from dfkd_bench.engine import OnlineHparams
 from dfkd_bench.engine import RoundInfo, StudentStep, kd_loss
 
 Size = tuple[int, int]
@@ -71,7 +72,7 @@ class BlockOutputs:
 
 
 @dataclass
-class ZsktHparams(OnlineHparams):
+class ZsktHparams(OnlineHparams, LatentHparams):
     """Generator loss = adv * (-KL(p_T || p_S)) at temperature 1; student loss =
     T^2 KL(p_T/T || p_S/T) + beta * num_classes * sum over matched blocks of mean (a_s - a_t)^2.
 
@@ -116,12 +117,9 @@ class ZsktHparams(OnlineHparams):
         super().validate(method)
         if self.adv <= 0:
             raise UserError(f"{method}.adv={self.adv}: it must be > 0 (the generator's only loss is adversarial)")
-        for name in ("beta", "g_clip", "oh", "bn"):
+        for name in ("beta", "g_clip"):
             if getattr(self, name) < 0:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
-        for name in ("nz", "ngf"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=1, round_steps=1)
     # The reference's student steps: 80,000 pseudo-batches x n_student_iter 10 = 800,000 (one generator
@@ -142,7 +140,7 @@ class ZsktHparams(OnlineHparams):
 
 
 @register_method("zskt", "ZSKT: online generator maximising KL(teacher || student); student KL + attention transfer")
-class Zskt(OnlineGeneratorMethod):
+class Zskt(LatentGeneratorMethod, OnlineGeneratorMethod):
     """Adversarial belief matching: the generator seeks images where the student's beliefs differ
     from the teacher's; the student matches the teacher's outputs and block attention maps there.
 
@@ -157,17 +155,6 @@ class Zskt(OnlineGeneratorMethod):
         super().__init__(ctx, hparams)
         self.teacher_blocks = self.keep_hook(BlockOutputs(ctx.teacher))
         self.student_blocks = self.keep_hook(BlockOutputs(ctx.student))
-
-    @classmethod
-    def check_resolution(cls, resolution: int) -> None:
-        """The CIFAR generator quadruples an (r/4)x(r/4) map."""
-        if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
-
-    def build_generator(self) -> LatentGenerator:
-        """Fast's CIFAR generator at the run's resolution."""
-        hp, ctx = self.hp, self.ctx
-        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
 
     def adversarial_term(self, step: GeneratorStep) -> torch.Tensor:
         """-KL(p_T || p_S) at temperature 1: minimising it maximises the student's disagreement with the teacher."""

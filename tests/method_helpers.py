@@ -8,7 +8,7 @@ import torch
 
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.data import get_dataset
-from dfkd_bench.engine import Method, MethodContext
+from dfkd_bench.engine import GeneratorStep, Method, MethodContext, RoundInfo
 from dfkd_bench.label_embeddings import load_label_embeddings
 from dfkd_bench.models import create_model
 
@@ -32,3 +32,39 @@ def make_method(cls: type[Method], ctx: MethodContext, **overrides: Any) -> Any:
     """The method with the digits preset, the tiny budget and `overrides`."""
     hp = resolve_hparams(cls.Hparams, "digits", {**TINY, **{k: str(v) for k, v in overrides.items()}}, cls.name)
     return cls(ctx, hp)
+
+
+ONLINE_QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+
+
+def make_online(cls: type[Method], ctx: MethodContext, **overrides: Any) -> Any:
+    """An online method with the digits preset, a tiny batch and one generator step per student step."""
+    values = {**ONLINE_QUICK, **{k: str(v) for k, v in overrides.items()}}
+    return cls(ctx, resolve_hparams(cls.Hparams, "digits", values, cls.name))
+
+
+def fixed_step(method: Any, z: torch.Tensor) -> GeneratorStep:
+    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
+    method.generator.train()
+    return GeneratorStep(method.generate(z, method.ctx.resolution), torch.zeros(z.shape[0], dtype=torch.long))
+
+
+def assert_valid_draws(method: Any, resolution: int = 32) -> None:
+    """After one generator phase, draws of 6 and 3 images: shape, detached, range [0,1], labels in range."""
+    method.train_generator(RoundInfo.standalone())
+    for n in (6, 3):
+        batch = method.draw(n)
+        assert batch.images.shape == (n, 3, resolution, resolution) and not batch.images.requires_grad
+        assert batch.images.min() >= 0 and batch.images.max() <= 1
+        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
+        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+
+
+def assert_online_budgets(cls: type[Method], n_total: int = 144) -> None:
+    """The digits preset's schedules: budget=steps runs paper_steps; budget=images draws the ratio's
+    fresh images and takes the suite's student steps per image plus the final steps."""
+    hp = resolve_hparams(cls.Hparams, "digits", {"budget": "steps"}, cls.name)
+    assert sum(r.kd_steps for r in hp.equal_schedule(n_total).rounds) == hp.paper_steps
+    images = resolve_hparams(cls.Hparams, "digits", {}, cls.name).equal_schedule(n_total)
+    assert images.images == round(n_total / hp.kd_batch) * hp.kd_batch
+    assert images.kd_steps == round(hp.kd_steps / hp.synth_batch * n_total) + hp.final_kd_steps

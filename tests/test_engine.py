@@ -455,3 +455,22 @@ def test_kd_schedule_spends_the_same_steps_per_image_whatever_the_round_size() -
     assert max(small_rounds) - min(small_rounds) <= 1 and max(big_rounds) - min(big_rounds) <= 1
     # A partial single round (a tiny ratio) gets its share, not a full round's steps.
     assert kd_schedule(160, 256, 29, kd_rounds=1) == [round(160 * 29 / 256)]
+
+
+def test_timer_spans_add_up_like_phases_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dfkd_bench.engine import timing
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self) -> float:
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    timer = timing.PhaseTimer(torch.device("cpu"))
+    for _ in range(3):
+        with timer.span("kd"):
+            clock.now += 0.5
+    timer.flush()  # nothing pending on the CPU: spans read the clock as they end
+    assert timer.get("kd") == pytest.approx(1.5)

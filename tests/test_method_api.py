@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -111,16 +112,8 @@ def test_capabilities_are_declared_on_method_with_defaults() -> None:
     for name in ALL_METHODS:
         cls = METHODS.get(name)
         assert cls.sample_source in ("bank", "online"), name
-        with pytest.raises(UserError, match="one resolution") if not cls.multi_resolution else _no_error():
+        with pytest.raises(UserError, match="one resolution") if not cls.multi_resolution else nullcontext():
             cls.check_resolutions((16, 32))
-
-
-class _no_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> bool:
-        return False
 
 
 @pytest.mark.parametrize("args, pieces", [

@@ -3,9 +3,10 @@ information-entropy terms, presets."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import copy
 import math
-from typing import Any
 
 import pytest
 import torch
@@ -13,34 +14,18 @@ import torch.nn.functional as F
 
 from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
-from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo
-from dfkd_bench.methods.dafl import Dafl, negative_batch_entropy, pseudo_label_ce
-from method_helpers import make_ctx
+from dfkd_bench.engine import RoundInfo
+from dfkd_bench.engine import negative_batch_entropy, pseudo_label_ce
+from dfkd_bench.methods.dafl import Dafl
+from method_helpers import assert_online_budgets, assert_valid_draws, fixed_step, make_ctx, make_online
 
-QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+make_dafl = partial(make_online, Dafl)
 
-
-def make_dafl(ctx: MethodContext, **overrides: Any) -> Dafl:
-    """DAFL with the digits preset and a tiny batch."""
-    hp = resolve_hparams(Dafl.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "dafl")
-    return Dafl(ctx, hp)
-
-
-def fixed_step(method: Dafl, z: torch.Tensor) -> GeneratorStep:
-    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
-    method.generator.train()
-    return GeneratorStep(method.generate(z, method.ctx.resolution), torch.zeros(z.shape[0], dtype=torch.long))
 
 
 def test_draw_shapes_range_and_labels() -> None:
     method = make_dafl(make_ctx(), act=0.1)  # the digits preset has act 0
-    method.train_generator(RoundInfo.standalone())
-    for n in (6, 3):
-        batch = method.draw(n)
-        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
-        assert batch.images.min() >= 0 and batch.images.max() <= 1
-        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
-        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+    assert_valid_draws(method)
     assert {"synth/oh", "synth/act", "synth/ie"} <= set(method.loss_terms)
 
 
@@ -115,11 +100,7 @@ def test_presets_and_validation() -> None:
         assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.temperature) == (5, 1, 256, 0.1, 1e-3, 20.0)
         assert (hp.oh, hp.act, hp.ie, hp.bn, hp.adv, hp.nz) == (1.0, 0.001, 20.0, 0.0, 0.0, 512)
         assert hp.paper_steps == 200 * 400
-    hp = resolve_hparams(Dafl.Hparams, "digits", {"budget": "steps"}, "dafl")
-    assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
-    images = resolve_hparams(Dafl.Hparams, "digits", {}, "dafl").equal_schedule(144)
-    assert images.images == round(144 / hp.kd_batch) * hp.kd_batch  # the ratio's fresh images
-    assert images.kd_steps == round(hp.kd_steps / hp.synth_batch * 144) + hp.final_kd_steps  # the suite's rate
+    assert_online_budgets(Dafl)
     with pytest.raises(UserError, match="dafl.ie=-1"):
         resolve_hparams(Dafl.Hparams, "digits", {"ie": "-1"}, "dafl")
     with pytest.raises(UserError, match="dafl.nz=0"):

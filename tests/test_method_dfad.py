@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+
 
 import pytest
 import torch
@@ -10,35 +11,17 @@ import torch.nn.functional as F
 
 from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
-from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo, StudentStep
+from dfkd_bench.engine import RoundInfo, StudentStep
 from dfkd_bench.methods.dfad import Dfad, logit_discrepancy
-from method_helpers import make_ctx
+from method_helpers import assert_valid_draws, fixed_step, make_ctx, make_online
 
-QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+make_dfad = partial(make_online, Dfad)
 
-
-def make_dfad(ctx: MethodContext, **overrides: Any) -> Dfad:
-    """DFAD with the digits preset and a tiny batch."""
-    hp = resolve_hparams(Dfad.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "dfad")
-    return Dfad(ctx, hp)
-
-
-def fixed_step(method: Dfad, z: torch.Tensor) -> GeneratorStep:
-    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
-    method.generator.train()
-    labels = torch.zeros(z.shape[0], dtype=torch.long)
-    return GeneratorStep(method.generate(z, method.ctx.resolution), labels)
 
 
 def test_draw_shapes_range_and_labels() -> None:
     method = make_dfad(make_ctx())
-    method.train_generator(RoundInfo.standalone())
-    for n in (6, 3):
-        batch = method.draw(n)
-        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
-        assert batch.images.min() >= 0 and batch.images.max() <= 1
-        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
-        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+    assert_valid_draws(method)
 
 
 def test_generator_loss_falls_as_the_discrepancy_grows() -> None:

@@ -3,9 +3,10 @@ the BN / pseudo-label / entropy terms, presets."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import copy
 import math
-from typing import Any
 
 import pytest
 import torch
@@ -13,34 +14,17 @@ import torch.nn.functional as F
 
 from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
-from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo
+from dfkd_bench.engine import RoundInfo
 from dfkd_bench.methods.dfq import Dfq
-from method_helpers import make_ctx
+from method_helpers import assert_online_budgets, assert_valid_draws, fixed_step, make_ctx, make_online
 
-QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+make_dfq = partial(make_online, Dfq)
 
-
-def make_dfq(ctx: MethodContext, **overrides: Any) -> Dfq:
-    """DFQ with the digits preset and a tiny batch."""
-    hp = resolve_hparams(Dfq.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "dfq")
-    return Dfq(ctx, hp)
-
-
-def fixed_step(method: Dfq, z: torch.Tensor) -> GeneratorStep:
-    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
-    method.generator.train()
-    return GeneratorStep(method.generate(z, method.ctx.resolution), torch.zeros(z.shape[0], dtype=torch.long))
 
 
 def test_draw_shapes_range_and_labels() -> None:
     method = make_dfq(make_ctx())
-    method.train_generator(RoundInfo.standalone())
-    for n in (6, 3):
-        batch = method.draw(n)
-        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
-        assert batch.images.min() >= 0 and batch.images.max() <= 1
-        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
-        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+    assert_valid_draws(method)
     assert {"synth/bn", "synth/oh", "synth/ie", "synth/adv"} <= set(method.loss_terms)
 
 
@@ -101,11 +85,7 @@ def test_presets_and_validation() -> None:
         assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.temperature) == (10, 1, 256, 0.05, 1e-3, 1.0)
         assert (hp.bn, hp.oh, hp.ie, hp.adv, hp.bn_momentum, hp.nz) == (1.0, 1.0, 20.0, 1.0, 0.0, 256)
         assert hp.paper_steps == 200 * 400
-    hp = resolve_hparams(Dfq.Hparams, "digits", {"budget": "steps"}, "dfq")
-    assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
-    images = resolve_hparams(Dfq.Hparams, "digits", {}, "dfq").equal_schedule(144)
-    assert images.images == round(144 / hp.kd_batch) * hp.kd_batch  # the ratio's fresh images
-    assert images.kd_steps == round(hp.kd_steps / hp.synth_batch * 144) + hp.final_kd_steps  # the suite's rate
+    assert_online_budgets(Dfq)
     with pytest.raises(UserError, match="dfq.adv=-1"):
         resolve_hparams(Dfq.Hparams, "digits", {"adv": "-1"}, "dfq")
     with pytest.raises(UserError, match="dfq.ngf=0"):

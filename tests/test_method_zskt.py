@@ -3,8 +3,9 @@ on matched blocks."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import copy
-from typing import Any
 
 import pytest
 import torch
@@ -12,24 +13,12 @@ import torch.nn as nn
 
 from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
-from dfkd_bench.engine import GeneratorStep, MethodContext, RoundInfo, StudentStep, kd_loss
+from dfkd_bench.engine import RoundInfo, StudentStep, kd_loss
 from dfkd_bench.methods.zskt import BlockOutputs, Zskt, attention_map, attention_transfer
-from method_helpers import make_ctx
+from method_helpers import assert_valid_draws, fixed_step, make_ctx, make_online
 
-QUICK = {"kd_batch": "8", "g_steps": "1", "s_steps": "1"}
+make_zskt = partial(make_online, Zskt)
 
-
-def make_zskt(ctx: MethodContext, **overrides: Any) -> Zskt:
-    """ZSKT with the digits preset and a tiny batch."""
-    hp = resolve_hparams(Zskt.Hparams, "digits", {**QUICK, **{k: str(v) for k, v in overrides.items()}}, "zskt")
-    return Zskt(ctx, hp)
-
-
-def fixed_step(method: Zskt, z: torch.Tensor) -> GeneratorStep:
-    """A generator step on a fixed latent (generator in train mode, as the method trains it)."""
-    method.generator.train()
-    labels = torch.zeros(z.shape[0], dtype=torch.long)
-    return GeneratorStep(method.generate(z, method.ctx.resolution), labels)
 
 
 def student_step(method: Zskt, images: torch.Tensor) -> StudentStep:
@@ -44,13 +33,7 @@ def student_step(method: Zskt, images: torch.Tensor) -> StudentStep:
 
 def test_draw_shapes_range_and_labels() -> None:
     method = make_zskt(make_ctx())
-    method.train_generator(RoundInfo.standalone())
-    for n in (6, 3):
-        batch = method.draw(n)
-        assert batch.images.shape == (n, 3, 32, 32) and not batch.images.requires_grad
-        assert batch.images.min() >= 0 and batch.images.max() <= 1
-        assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
-        assert batch.labels.min() >= 0 and batch.labels.max() < 10
+    assert_valid_draws(method)
 
 
 def test_generator_loss_falls_as_the_kl_grows() -> None:

@@ -6,10 +6,12 @@ from ..models.hooks import BNStatistics, FeatureTap
 from ..schedule import ReferenceSchedule, RoundInfo
 from .augment import Normalize, student_augment
 from .bank import SyntheticBank, resize
-from .generator_method import GeneratorHparams, GeneratorMethod, GeneratorStep, StudentPass, TeacherPass
+from .generator_method import (GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGeneratorMethod, LatentHparams,
+                               StudentPass, TeacherPass)
 from .generators import ConvStack, DeepDecoder, LatentGenerator, SpatialLatentGenerator
 from .labels import balanced_labels, random_labels
-from .losses import BNStatisticsLoss, adversarial_loss, js_divergence, kd_loss, total_variation
+from .losses import (BNStatisticsLoss, adversarial_loss, js_divergence, kd_loss, negative_batch_entropy,
+                     pseudo_label_ce, total_variation)
 from .method import Method, MethodContext, StudentStep, SyntheticBatch
 from .online import OnlineGeneratorMethod, OnlineHparams
 from .synthesis import BestIterate
@@ -18,10 +20,12 @@ from .trainer import CurvePoint, Diverged, DistillationRun, RunOutcome
 __all__ = [
     "BNStatistics", "FeatureTap", "ReferenceSchedule", "RoundInfo",
     "Normalize", "student_augment", "SyntheticBank", "resize",
-    "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "StudentPass", "TeacherPass",
+    "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "LatentGeneratorMethod", "LatentHparams", "StudentPass",
+    "TeacherPass",
     "ConvStack", "DeepDecoder", "LatentGenerator", "SpatialLatentGenerator",
     "balanced_labels", "random_labels",
-    "BNStatisticsLoss", "adversarial_loss", "js_divergence", "kd_loss", "total_variation",
+    "BNStatisticsLoss", "adversarial_loss", "js_divergence", "kd_loss", "negative_batch_entropy", "pseudo_label_ce",
+    "total_variation",
     "Method", "MethodContext", "StudentStep", "SyntheticBatch",
     "OnlineGeneratorMethod", "OnlineHparams", "BestIterate",
     "CurvePoint", "Diverged", "DistillationRun", "RunOutcome",

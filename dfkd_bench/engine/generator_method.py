@@ -28,6 +28,7 @@ from ..config import MethodHparams
 from ..errors import UserError
 from ..models.hooks import FeatureTap
 from ..schedule import RoundInfo
+from .generators import LatentGenerator
 from .labels import random_labels
 from .losses import BNStatisticsLoss, adversarial_loss
 from .method import Method, MethodContext, SyntheticBatch
@@ -54,6 +55,9 @@ class GeneratorHparams(MethodHparams):
         super().validate(method)
         if self.g_steps < 1:
             raise UserError(f"{method}.g_steps={self.g_steps}: it must be >= 1")
+        for name in ("oh", "bn", "adv"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 0")
         if not 0 <= self.bn_momentum < 1:
             raise UserError(f"{method}.bn_momentum={self.bn_momentum}: it must be in [0, 1)")
         if len(self.g_betas) != 2:
@@ -258,3 +262,36 @@ class GeneratorMethod(Method):
         super().load_state_dict(state)
         self.generator.load_state_dict(state["generator"])
         self.bn_loss.load_state_dict(state["bn_loss"])
+
+
+@dataclass
+class LatentHparams(GeneratorHparams):
+    """The DataFree CIFAR generator's size: latent nz, width ngf."""
+
+    nz: int = 256
+    ngf: int = 64
+
+    def validate(self, method: str = "method") -> None:
+        super().validate(method)
+        for name in ("nz", "ngf"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
+
+
+class LatentGeneratorMethod(GeneratorMethod):
+    """A GeneratorMethod on the DataFree CIFAR generator (`LatentGenerator`: z of nz -> Linear -> two
+    upsamplings), which the Fast, CMI, DAFL, DFQ, DFAD and ZSKT references share; its hparams extend
+    `LatentHparams`. Combine with `OnlineGeneratorMethod` for an online method."""
+
+    hp: LatentHparams
+
+    @classmethod
+    def check_resolution(cls, resolution: int) -> None:
+        """The generator quadruples an (r/4)x(r/4) map, so r must be a multiple of 4."""
+        if resolution % 4:
+            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
+
+    def build_generator(self) -> nn.Module:
+        """The CIFAR generator at the run's resolution."""
+        hp, ctx = self.hp, self.ctx
+        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)

@@ -130,6 +130,17 @@ def adversarial_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
     return -(agree * kl).mean()
 
 
+def pseudo_label_ce(logits: torch.Tensor) -> torch.Tensor:
+    """DAFL's one-hot loss (also DFQ's): CE of the teacher's logits against its own argmax."""
+    return F.cross_entropy(logits, logits.argmax(1))
+
+
+def negative_batch_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """DAFL's information-entropy loss (also DFQ's): -H(mean softmax over the batch), lowest when balanced."""
+    p = F.softmax(logits.float(), dim=1).mean(0)
+    return (p * torch.log(p.clamp_min(1e-12))).sum()
+
+
 def js_divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Jensen-Shannon divergence between softened student and teacher outputs (DeepInversion's ADI)."""
     p_s = F.softmax(student_logits.float() / temperature, dim=1)

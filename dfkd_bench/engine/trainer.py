@@ -161,14 +161,15 @@ class DistillationRun:
         steps, batches = info.kd_steps, info.images // batch_size
         total = torch.zeros((), device=self.ctx.device)
         batch = None
-        for i in range(steps):
-            with self.timer.phase("synth"):
+        for i in range(steps):  # spans: timed without a device wait per step, added up once below
+            with self.timer.span("synth"):
                 if (first + i) % every == 0:
                     method.train_generator(info)
                 if online_draws(i + 1, batches, steps) > online_draws(i, batches, steps):
                     batch = method.draw(batch_size)
-            with self.timer.phase("kd"):
+            with self.timer.span("kd"):
                 total += self.distiller.step([(batch.images, batch.labels)], batch_size)
+        self.timer.flush()
         if batch is None or not torch.isfinite(batch.images).all():
             raise Diverged(f"the generator's images became NaN/inf in round {info.index}")
         self.state.last_loss = total.item() / max(1, info.kd_steps)
