@@ -194,8 +194,16 @@ def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None
 @click.option("--smoke", is_flag=True, help="A handful of steps per phase on a tiny budget: check a setup end to end.")
 @click.option("--protocol", default="equal", show_default=True, type=click.Choice(["equal", "paper"]),
               help="equal: same student steps per image for every method; paper: each reference's own schedule.")
-@click.option("--amp", default="bf16", show_default=True, type=click.Choice(["bf16", "off"]),
-              help="Mixed precision on CUDA (off: fp32 everywhere, as the reference code runs).")
+@click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "off"]),
+              help="bf16 autocast of the forwards: auto (on CUDA only), bf16 (on the CPU too), off (fp32, as the "
+                   "reference code runs).")
+@click.option("--compile", "compile_models", is_flag=True,
+              help="torch.compile teacher, student and generator (eager, with a one-line note, where it fails).")
+@click.option("--bank-gpu-gb", default=None, type=float,
+              help="GiB the uint8 bank may take on the GPU; past it the bank moves to host memory "
+                   "(default: half the GPU).")
+@click.option("--auto-batch", is_flag=True,
+              help="After running out of memory, retry at half the batch sizes (same images seen), down to a floor.")
 @click.option("--time-budget", default=None,
               help="Seconds of synthesis + KD per run (a list sweeps); --ratio then caps the images.")
 @click.option("--log", "trackers", default=None,
@@ -208,6 +216,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             resolutions: str | None, seed: str, out_dir: str, device: str, data_root: str | None,
             classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
             sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
+            compile_models: bool, bank_gpu_gb: float | None, auto_batch: bool,
             time_budget: str | None, trackers: str | None, dry_run: bool, force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from .runner import bank_bytes, run
@@ -231,7 +240,8 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
                    teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
                    label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol,
-                   amp=amp, time_budget=_split(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
+                   amp=amp, compile=compile_models, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch,
+                   time_budget=_split(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
                    trackers=_split(trackers, str, "--log"), **printer.callbacks())
     if dry_run:
         for res in rows:

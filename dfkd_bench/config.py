@@ -64,6 +64,14 @@ class MethodHparams:
             if text:
                 Augment(text, 32, True)  # a malformed augmentation is refused before the run
 
+    def halved(self) -> "MethodHparams":
+        """The same run at half the synthesis and student batch sizes (`--auto-batch` after running out
+        of memory): rounds of half the images, so twice the rounds, warm-up rounds and student steps;
+        the images made and the images the student sees stay the same."""
+        return dataclasses.replace(self, synth_batch=max(1, self.synth_batch // 2), kd_batch=max(1, self.kd_batch // 2),
+                                   kd_per_image=2 * self.kd_per_image, final_kd_steps=2 * self.final_kd_steps,
+                                   warmup_rounds=2 * self.warmup_rounds)
+
     def generator_resets(self) -> tuple[int, bool]:
         """(g_life in rounds, reset_l0 on) for the equal protocol; generator methods override it."""
         return 0, False
@@ -196,8 +204,11 @@ class RunConfig:
     teacher_weights: str | None = None  # torchvision weight set, e.g. IMAGENET1K_V1
     smoke: bool = False                 # a handful of steps per phase: checks a setup end to end
     protocol: str = "equal"             # budget protocol: equal (the suite's) or paper (the reference's)
-    amp: str = "bf16"                   # mixed precision on CUDA: bf16 autocast, or off (fp32 like the references)
+    amp: str = "auto"                   # bf16 autocast: auto (on CUDA only), bf16 (also on the CPU), off (fp32)
     time_budget: float | None = None    # seconds of synthesis + KD; the ratio is then a cap on the images
+    bank_gpu_gb: float | None = None    # GiB the uint8 bank may take on the GPU before the host tier takes over
+    compile: bool = False               # torch.compile teacher, student and generator
+    auto_batch: bool = False            # after an out-of-memory error, retry at half the batch sizes
     overrides: dict[str, str] = field(default_factory=dict)
 
 

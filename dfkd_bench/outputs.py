@@ -16,7 +16,8 @@ RUNS_COLUMNS = [
     "run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed", "n_synthetic",
     "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "peak_mem_mb", "device",
     "status", "error", "started_at", "version", "smoke", "protocol", "time_budget",
-    "budget",
+    "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop", "kd_tflop",
+    "synth_tflops", "kd_tflops",
 ]
 
 

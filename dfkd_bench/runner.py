@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+import json
 import logging
 import math
 import os
@@ -20,6 +21,10 @@ from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
 from .schedule import PROTOCOLS, ReferenceSchedule, Schedule, paper_schedule
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
+from .engine.bank import bank_gpu_budget
+from .engine.method import AMP_MODES, amp_dtype_for
+from .engine.compile import compile_run
+from .engine.memory import free_device_memory, is_out_of_memory
 from .engine.budget import TimeBudget
 from .engine.checkpoint import save_atomic
 from .data.split import EvalSplit
@@ -32,7 +37,7 @@ from .plugins import METHODS
 from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
 from .tracking import RunTracker, check_trackers
 
-AMP_MODES = ("bf16", "off")
+AUTO_BATCH_FLOOR = 4  # --auto-batch stops halving before a synthesis or student batch would go below this
 
 
 @dataclass
@@ -50,6 +55,27 @@ class ResolvedRun:
     n_synthetic: int
     source: DataSource | None
     schedule: Schedule
+    halvings: int = 0  # --auto-batch: how many times the batch sizes were halved after running out of memory
+
+    @property
+    def run_hparams(self) -> MethodHparams:
+        """The hyper-parameters the run executes with: the requested ones at the current batch sizes."""
+        hp = self.hparams
+        for _ in range(self.halvings):
+            hp = hp.halved()
+        return hp
+
+    def can_halve(self) -> bool:
+        """Whether `--auto-batch` may halve the batch sizes once more without going below its floor."""
+        hp = self.run_hparams
+        return min(hp.synth_batch, hp.kd_batch) // 2 >= AUTO_BATCH_FLOOR
+
+    def with_halvings(self, halvings: int) -> "ResolvedRun":
+        """The same run (same run_id) at batch sizes halved `halvings` times, its schedule rebuilt."""
+        moved = replace(self, halvings=halvings)
+        train_size = self.source.train_size if self.source else self.spec.train_size
+        return replace(moved, schedule=build_schedule(self.config, self.method_cls, self.spec, moved.run_hparams,
+                                                      train_size))
 
     @property
     def resolution_label(self) -> str:
@@ -65,8 +91,15 @@ class ResolvedRun:
                 **({"teacher_weights": c.teacher_weights} if c.teacher_weights else {}),
                 **({"smoke": True} if c.smoke else {}),
                 **({"protocol": c.protocol} if c.protocol != "equal" else {}),
-                **({"amp": c.amp} if c.amp != "bf16" else {}),
+                **self._precision(),
                 **({"time_budget": c.time_budget} if c.time_budget else {})}
+
+    def _precision(self) -> dict[str, str]:
+        """{"amp": "bf16"|"off"} when the forwards' precision differs from the device's default (CUDA:
+        bf16 autocast; CPU: fp32), so default runs keep their ids."""
+        chosen = amp_dtype_for(self.config.amp, self.device) is not None
+        default = amp_dtype_for("auto", self.device) is not None
+        return {} if chosen == default else {"amp": "bf16" if chosen else "off"}
 
     @property
     def run_id(self) -> str:
@@ -116,10 +149,24 @@ def open_source(spec: DatasetSpec, data_root: str | None, sources: Sources | Non
 
 
 def memory_budget_bytes(device: torch.device) -> int:
-    """Half the device's memory (GPU) or of the machine's RAM: what a synthetic bank may take."""
+    """Half the device's memory (GPU) or of the machine's RAM: what a synthetic bank may take there."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory // 2
+    return host_memory_budget_bytes()
+
+
+def host_memory_budget_bytes() -> int:
+    """Half the machine's RAM: what the bank's host tier may take."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+
+
+def device_bank_budget(config: RunConfig, device: torch.device) -> int | None:
+    """Bytes the uint8 bank may hold on the device before its host tier takes over: --bank-gpu-gb, else
+    half the GPU's memory; None (no tier) on the CPU, where the bank already is in host memory."""
+    if device.type != "cuda":
+        return None
+    chosen = bank_gpu_budget(config.bank_gpu_gb)
+    return chosen if chosen is not None else memory_budget_bytes(device)
 
 
 def bank_bytes(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...]) -> int:
@@ -128,13 +175,14 @@ def bank_bytes(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...]) ->
 
 
 def check_bank_fits(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...], device: torch.device) -> None:
-    """Refuse, before any work, a budget whose uint8 bank cannot fit in memory, with the estimate."""
+    """Refuse, before any work, a budget whose uint8 bank cannot fit in memory, with the estimate. A bank
+    larger than its GPU share moves to the host tier, so what must fit is the host's share of RAM."""
     estimate = bank_bytes(n_synthetic, in_chans, resolutions)
-    budget = memory_budget_bytes(device)
+    budget = max(memory_budget_bytes(device), host_memory_budget_bytes())
     if estimate > budget:
         raise UserError(f"a bank of {n_synthetic} synthetic images at {max(resolutions)} px needs about "
-                        f"{estimate / 2**30:.1f} GiB (uint8) but the {device.type} budget is {budget / 2**30:.1f} "
-                        f"GiB; lower --ratio or the generation --resolution")
+                        f"{estimate / 2**30:.1f} GiB (uint8) but the memory budget is {budget / 2**30:.1f} "
+                        f"GiB (half the RAM); lower --ratio or the generation --resolution")
 
 
 def reference_schedule(method_cls: type[Method], spec: DatasetSpec) -> ReferenceSchedule | None:
@@ -188,6 +236,10 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
         raise UserError(f"--time-budget must be a positive number of seconds (synthesis + KD), got {config.time_budget}")
     if config.amp not in AMP_MODES:
         raise UserError(f"unknown --amp {config.amp!r}; choose from: {', '.join(AMP_MODES)}")
+    try:
+        bank_gpu_budget(config.bank_gpu_gb)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     if config.teacher_checkpoint and config.teacher_weights:
         raise UserError("pass either --teacher-checkpoint FILE or --teacher-weights NAME, not both")
     hparams = resolve_hparams(method_cls.Hparams, spec.preset_names, config.overrides, method_cls.name,
@@ -235,7 +287,9 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
         torch.cuda.reset_peak_memory_stats(device)
     ctx = MethodContext.create(teacher, student, spec, cfg.seed, resolved.resolutions, device, cfg.amp,
                                label_embeddings_loader=_label_embedding_loader(resolved))
-    method = resolved.method_cls(ctx, resolved.hparams)
+    method = resolved.method_cls(ctx, resolved.run_hparams)
+    if cfg.compile:
+        compile_run(ctx, method, log=logging.getLogger("dfkd_bench").warning)
     def hook(r: int, n: int, state: Any) -> None:
         if on_round:
             on_round(resolved, r, n, state)
@@ -244,7 +298,8 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
 
     budget = TimeBudget(cfg.time_budget) if cfg.time_budget else None
     run = DistillationRun(method, ctx, test_split, resolved.schedule,
-                          checkpoint_path=run_dir / "checkpoint.pt", on_round=hook, time_budget=budget)
+                          checkpoint_path=run_dir / "checkpoint.pt", on_round=hook, time_budget=budget,
+                          bank_budget_bytes=device_bank_budget(cfg, device))
     try:
         run.try_resume()
         if tracker:
@@ -263,6 +318,21 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
             "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
             "budget": resolved.schedule.budget}
+
+
+class OutOfMemory(RuntimeError):
+    """A run ran out of memory at every batch size it was allowed to try."""
+
+
+HALVINGS_FILE = "batch.json"  # --auto-batch: the halvings a run's checkpoint was made at
+
+
+def read_halvings(run_dir: Path) -> int:
+    """How many times an interrupted run had halved its batch sizes (0 without a checkpoint)."""
+    path = run_dir / HALVINGS_FILE
+    if not (run_dir / "checkpoint.pt").exists() or not path.exists():
+        return 0
+    return int(json.loads(path.read_text()).get("halvings", 0))
 
 
 def _device_name(device: torch.device) -> str:
@@ -302,8 +372,32 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
 
     tracker = RunTracker(trackers, out_dir, resolved.run_id, {**resolved.identity(), "run_id": resolved.run_id}) \
         if trackers else None
+    halvings = read_halvings(run_dir)
+    if halvings:
+        resolved = resolved.with_halvings(halvings)
+    tried: list[str] = []
     try:
-        outcome, ctx = execute(resolved, teacher, test_split, run_dir, logged, tracker)
+        while True:
+            hp = resolved.run_hparams
+            row.update(synth_batch=hp.synth_batch, kd_batch=hp.kd_batch, n_synthetic=resolved.n_synthetic)
+            tried.append(f"{hp.synth_batch}/{hp.kd_batch}")
+            try:
+                outcome, ctx = execute(resolved, teacher, test_split, run_dir, logged, tracker)
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_device_memory(resolved.device)
+                if not (resolved.config.auto_batch and resolved.can_halve()):
+                    raise OutOfMemory(f"out of memory at synth_batch/kd_batch {', '.join(tried)}: "
+                                      f"{str(exc).splitlines()[0][:120]}") from exc
+                log.info("out of memory at synth_batch/kd_batch %s; --auto-batch retries at half", tried[-1])
+                resolved = resolved.with_halvings(resolved.halvings + 1)
+                (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the rounds change with the batch sizes
+                write_json(run_dir / HALVINGS_FILE, {"halvings": resolved.halvings})
+    except OutOfMemory as exc:
+        row.update(status="oom", error=str(exc)[:300], student_acc="")
+        log.error("oom: %s", exc)
     except Diverged as exc:
         row.update(status="diverged", error=str(exc), student_acc="nan")
         log.info("diverged: %s", exc)
@@ -318,7 +412,8 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         row.update(status="ok", student_acc=f"{outcome.student_acc:.2f}", n_synthetic=outcome.n_synthetic,
                    synth_s=f"{sec.get('synth', 0):.2f}", kd_s=f"{sec.get('kd', 0):.2f}",
                    eval_s=f"{sec.get('eval', 0):.2f}", total_s=f"{sum(sec.values()):.2f}",
-                   peak_mem_mb=f"{peak_memory_mb(resolved.device):.0f}")
+                   peak_mem_mb=f"{peak_memory_mb(resolved.device):.0f}",
+                   bank_tier=outcome.bank.tier if outcome.bank is not None and len(outcome.bank) else "")
         write_curve(run_dir / "curve.csv", outcome.curve)
         bank = outcome.bank
         if bank is not None and len(bank):
@@ -413,7 +508,8 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (), out: str | Path = "results",
         device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
         teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
-        smoke: bool = False, protocol: str = "equal", amp: str = "bf16", time_budget: float | Sequence[float] | None = None,
+        smoke: bool = False, protocol: str = "equal", amp: str = "auto", compile: bool = False,
+        bank_gpu_gb: float | None = None, auto_batch: bool = False, time_budget: float | Sequence[float] | None = None,
         dry_run: bool = False, force: bool = False, trackers: Sequence[str] = (), **callbacks: Any) -> list[Any]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
@@ -430,7 +526,8 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
     base = RunConfig(method=names[0], dataset=dataset, teacher=teacher, student=student,
                      resolutions=tuple(resolutions) if resolutions else None, device=device, data_root=data_root,
                      teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
-                     label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol, amp=amp)
+                     label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol, amp=amp,
+                     compile=compile, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch)
     configs = expand(names, base, ratios=_as_list(ratio), resolutions=_as_list(resolution) or [None],
                      seeds=_as_list(seed), pairs=list(pairs) or [(None, None)],
                      overrides=parse_set_options(list(sets), names), time_budgets=_as_list(time_budget))

@@ -16,7 +16,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "seeds", "pairs", "set", "device",
-        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke", "protocol", "amp",
+        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke", "protocol", "amp", "bank_gpu_gb", "compile", "auto_batch",
         "time_budgets", "launcher"}
 
 
@@ -50,7 +50,8 @@ def load_sweep(path: str | Path) -> list[RunConfig]:
                      data_root=spec.get("data_root"), label_embeddings=spec.get("label_embeddings"),
                      classes=spec.get("classes"), teacher_weights=spec.get("teacher_weights"),
                      smoke=bool(spec.get("smoke", False)), protocol=spec.get("protocol", "equal"),
-                     amp=spec.get("amp", "bf16"))
+                     amp=spec.get("amp", "auto"), bank_gpu_gb=spec.get("bank_gpu_gb"),
+                     compile=bool(spec.get("compile", False)), auto_batch=bool(spec.get("auto_batch", False)))
     pairs = [tuple(p) for p in spec.get("pairs", [])] or [(None, None)]
     grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides,
                 time_budgets=_time_budgets(path, spec.get("time_budgets", [])))

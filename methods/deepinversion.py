@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from dfkd_bench.config import MethodHparams
 from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, RoundInfo, SyntheticBatch, js_divergence
-from dfkd_bench.engine import random_labels, total_variation
+from dfkd_bench.engine import random_labels, roll_by, total_variation
 from dfkd_bench.engine.synthesis import BestIterate, student_logits, teacher_terms
 from dfkd_bench.errors import UserError
 from dfkd_bench.schedule import ReferenceSchedule
@@ -123,12 +123,11 @@ class DeepInversion(Method):
         low = min(hp.lowres_iterations, hp.iterations)
         return [(n, pool) for n, pool in ((low, LOWRES_POOL), (hp.iterations - low, 1)) if n > 0]
 
-    def _draw_augmentations(self, stages: list[tuple[int, int]]) -> list[list[int]]:
+    def _draw_augmentations(self, stages: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Every iteration's [row shift, column shift, flip] of the round, drawn before the loop.
 
         The draws are issued in the order the per-step loop used to make them (the same random
-        stream), as device tensors without a host read; the whole round comes to the host in one
-        transfer, so the optimisation loop itself never waits for the device.
+        stream) and stay on the device: the steps apply them by indexing, never reading them on the host.
         """
         hp, g = self.hp, self.ctx.generator
         flip = hp.flip and self.ctx.spec.hflip
@@ -145,15 +144,15 @@ class DeepInversion(Method):
             return []
         flips = ((torch.stack(uniforms) < 0.5).long() if flip
                  else torch.zeros(len(shifts), dtype=torch.long, device=g.device))
-        return torch.cat([torch.stack(shifts), flips[:, None]], dim=1).tolist()
+        return list(torch.cat([torch.stack(shifts), flips[:, None]], dim=1).unbind(0))
 
-    def _loss(self, z: torch.Tensor, labels: torch.Tensor, pool: int, aug: list[int], round: RoundInfo) -> torch.Tensor:
+    def _loss(self, z: torch.Tensor, labels: torch.Tensor, pool: int, aug: torch.Tensor, round: RoundInfo) -> torch.Tensor:
         hp = self.hp
         x = F.avg_pool2d(z, pool) if pool > 1 else z
         if hp.jitter // pool > 0:
-            x = torch.roll(x, shifts=(aug[0], aug[1]), dims=(2, 3))
-        if aug[2]:
-            x = x.flip(3)
+            x = roll_by(x, aug[0], aug[1])
+        if hp.flip and self.ctx.spec.hflip:
+            x = torch.where(aug[2].bool(), x.flip(3), x)
         tv_l1, tv_l2 = total_variation(x)
         x_in = x
         if self.feed_size is not None and pool == 1 and x_in.shape[-1] != self.feed_size:
@@ -213,4 +212,4 @@ class DeepInversion(Method):
                 it += 1
         final = best.images if hp.keep_best and best.images is not None else z.detach()
         images = (final * self.std + self.mean).clamp(0, 1)
-        return SyntheticBatch(images, labels, best.loss if hp.keep_best else float(loss.detach()))
+        return SyntheticBatch(images, labels, best.kept_loss if hp.keep_best else loss.detach())

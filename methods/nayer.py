@@ -191,7 +191,7 @@ class Nayer(GeneratorMethod):
     def start_round(self, round: RoundInfo) -> None:
         """Re-initialise the generator when the round asks for it, and re-draw the noisy layers every round."""
         if round.reset_generator:
-            self.generator = self.build_generator()
+            self.generator = self.prepared_generator()
         self.generator.reset_noise(self.ctx.generator)
 
     def round_labels(self, n: int) -> torch.Tensor:

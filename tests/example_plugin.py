@@ -64,5 +64,6 @@ class TeacherNoise(Method):
             loss.backward()                                # the teacher is frozen: only pixels move
             optimizer.step()
         # Images in [0, 1] at the method's native resolution, their labels, and the last loss
-        # (the engine records a run as diverged if an image or this loss is not finite).
-        return SyntheticBatch(torch.sigmoid(pixels).detach(), labels, None if loss is None else loss.item())
+        # (left on the device: the engine reads it once a round, and records a run as diverged
+        # if an image or this loss is not finite).
+        return SyntheticBatch(torch.sigmoid(pixels).detach(), labels, None if loss is None else loss.detach())

@@ -33,7 +33,8 @@ from dfkd_bench.teachers import file_sha256, get_teacher, recipe_for, teacher_pa
 REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed",
                     "n_synthetic", "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s",
                     "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke", "protocol",
-                    "time_budget", "budget"]
+                    "time_budget", "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop",
+                    "kd_tflop", "synth_tflops", "kd_tflops"]
 N_SYNTHETIC = round(0.05 * 1437)  # ratio 0.05 of the digits training split
 ROUNDS = math.ceil(N_SYNTHETIC / 16)
 

@@ -4,7 +4,7 @@ the names exported here and by `dfkd_bench`."""
 
 from ..models.hooks import BNStatistics, FeatureTap
 from ..schedule import ReferenceSchedule, RoundInfo
-from .augment import Normalize, student_augment
+from .augment import Normalize, roll_by, student_augment
 from .bank import SyntheticBank, resize
 from .generator_method import (GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGeneratorMethod, LatentHparams,
                                StudentPass, TeacherPass)
@@ -19,7 +19,7 @@ from .trainer import CurvePoint, Diverged, DistillationRun, RunOutcome
 
 __all__ = [
     "BNStatistics", "FeatureTap", "ReferenceSchedule", "RoundInfo",
-    "Normalize", "student_augment", "SyntheticBank", "resize",
+    "Normalize", "roll_by", "student_augment", "SyntheticBank", "resize",
     "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "LatentGeneratorMethod", "LatentHparams", "StudentPass",
     "TeacherPass",
     "ConvStack", "DeepDecoder", "LatentGenerator", "SpatialLatentGenerator",

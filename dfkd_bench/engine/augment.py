@@ -119,3 +119,12 @@ class Augment:
         elif self.kind == "rrc":
             x = random_resized_crop(x, size, scale=(self.amount, 1.0), generator=generator)
         return random_flip(x, generator) if self.flip else x
+
+
+def roll_by(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """torch.roll of (N, C, H, W) images by shifts given as device tensors: the same pixels as
+    `torch.roll(x, (rows, cols), (2, 3))`, gathered by index so the shift is never read on the host."""
+    h, w = x.shape[-2:]
+    row_index = (torch.arange(h, device=x.device) - rows) % h
+    col_index = (torch.arange(w, device=x.device) - cols) % w
+    return x.index_select(2, row_index).index_select(3, col_index)

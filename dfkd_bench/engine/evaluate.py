@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
 import torch.nn as nn
@@ -16,7 +17,7 @@ BATCH_FLOAT_BYTES = 64 << 20  # an evaluation batch holds at most 64 MB of float
 
 def eval_batch_size(image_shape: tuple[int, ...], cap: int = 500) -> int:
     """Images per evaluation batch: up to `cap`, fewer for large images, so memory stays near one batch."""
-    per_image = 4 * int(torch.tensor(image_shape).prod())
+    per_image = 4 * math.prod(image_shape)
     return max(1, min(cap, BATCH_FLOAT_BYTES // per_image))
 
 

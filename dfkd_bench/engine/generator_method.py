@@ -111,7 +111,7 @@ class GeneratorMethod(Method):
         self.bn_loss = self.keep_hook(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
         self._teacher_tap: FeatureTap | None = None
         self._student_tap: FeatureTap | None = None
-        self.generator = self.build_generator()
+        self.generator = self.prepared_generator()
 
     # ----- hooks a method overrides -------------------------------------------------------------
     def build_generator(self) -> nn.Module:
@@ -186,6 +186,16 @@ class GeneratorMethod(Method):
         """After a round's last step (before the BN momentum update); default: nothing."""
 
     # ----- shared pieces ------------------------------------------------------------------------
+    def prepared_generator(self) -> nn.Module:
+        """`build_generator()` in the run's memory format (channels_last on the GPU): use it to (re)build."""
+        generator = self.build_generator()
+        return generator.to(memory_format=torch.channels_last) if self.ctx.channels_last else generator
+
+    def generated(self, latent: Any, resolution: int) -> torch.Tensor:
+        """`generate` under the run's autocast (bf16 forwards where on), returned as float32 images."""
+        with self.ctx.autocast():
+            return self.generate(latent, resolution).float()
+
     def view_of(self, step: GeneratorStep) -> torch.Tensor:
         """The step's images as the losses see them: augmented when synth_augment is on."""
         if step.view is None:
@@ -243,7 +253,7 @@ class GeneratorMethod(Method):
         best = BestIterate()
         self.generator.train()
         for index in range(hp.g_steps):
-            images = self.generate(latent, resolution)
+            images = self.generated(latent, resolution)
             loss = self.generator_loss(GeneratorStep(images, labels, index))
             if hp.keep_best:
                 best.update(loss, images)
@@ -252,8 +262,8 @@ class GeneratorMethod(Method):
         self.end_synthesis()
         self.bn_loss.update_momentum()
         if hp.keep_best:
-            return SyntheticBatch(best.images[:n], labels[:n], best.loss)
-        return SyntheticBatch(images.detach()[:n], labels[:n], float(loss.detach()))
+            return SyntheticBatch(best.images[:n], labels[:n], best.kept_loss)
+        return SyntheticBatch(images.detach()[:n], labels[:n], loss.detach())
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "generator": self.generator.state_dict(), "bn_loss": self.bn_loss.state_dict()}

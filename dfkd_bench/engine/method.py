@@ -24,15 +24,32 @@ from .losses import kd_loss
 
 HookT = TypeVar("HookT")
 SAMPLE_SOURCES = ("bank", "online")
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The forwards' autocast dtype: bf16 for "bf16", and for "auto" on CUDA; None (fp32) otherwise."""
+    if amp not in AMP_MODES:
+        raise UserError(f"unknown --amp {amp!r}; choose from: {', '.join(AMP_MODES)}")
+    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
 
 
 @dataclass
 class SyntheticBatch:
-    """Images in [0,1] at the method's native resolution, their target labels, and the kept loss."""
+    """Images in [0,1] at the method's native resolution, their target labels, and the kept loss.
+
+    `kept_loss` may stay a tensor on the device: the engine reads it once per round (`loss`), so a
+    synthesis round never waits for the device to report it.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
-    loss: float | None = None
+    kept_loss: torch.Tensor | float | None = None
+
+    @property
+    def loss(self) -> float | None:
+        """The kept loss as a Python float (a host read of a device value)."""
+        return None if self.kept_loss is None else float(self.kept_loss)
 
 
 @dataclass
@@ -70,20 +87,22 @@ class MethodContext:
     @classmethod
     def create(cls, teacher: nn.Module, student: nn.Module, spec: DatasetSpec, seed: int,
                resolutions: Sequence[int] | None = None, device: torch.device | str = "cpu",
-               amp: str = "bf16", label_embeddings_loader: Callable[[], torch.Tensor] | None = None) -> "MethodContext":
+               amp: str = "auto", label_embeddings_loader: Callable[[], torch.Tensor] | None = None,
+               channels_last: bool | None = None) -> "MethodContext":
         """The one way to build a context (runner, benchmarks, tests): models moved to the device (and to
-        channels_last on CUDA), the run's RNG seeded, bf16 autocast on CUDA unless `amp` is "off"."""
+        channels_last, by default on CUDA only), the run's RNG seeded, and bf16 autocast for the forwards
+        when `amp_dtype_for(amp, device)` says so (auto: on CUDA only; bf16: on the CPU too; off: fp32)."""
         device = torch.device(device)
-        cuda = device.type == "cuda"
+        channels_last = device.type == "cuda" if channels_last is None else channels_last
         teacher, student = teacher.to(device), student.to(device)
-        if cuda:
+        if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
             student = student.to(memory_format=torch.channels_last)
         return cls(teacher=teacher, student=student, spec=spec, device=device,
                    generator=torch.Generator(device=device).manual_seed(seed),
                    resolutions=tuple(resolutions or (spec.input_size,)),
                    normalize=Normalize(spec.mean, spec.std).to(device),
-                   amp_dtype=torch.bfloat16 if cuda and amp == "bf16" else None, channels_last=cuda,
+                   amp_dtype=amp_dtype_for(amp, device), channels_last=channels_last,
                    label_embeddings_loader=label_embeddings_loader)
 
     @property
@@ -92,7 +111,7 @@ class MethodContext:
         return self.resolutions[0]
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision on CUDA when enabled; a no-op elsewhere."""
+        """bf16 autocast of the forwards when the run has it on (see `create`); a no-op otherwise."""
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)

@@ -100,7 +100,7 @@ class OnlineGeneratorMethod(GeneratorMethod):
         params = list(self.generator.parameters())
         for index in range(self.hp.g_steps):
             labels = self.round_labels(self.hp.kd_batch)
-            images = self.generate(self.round_latent(labels), self.round_resolution(round))
+            images = self.generated(self.round_latent(labels), self.round_resolution(round))
             loss = self.generator_loss(GeneratorStep(images, labels, index))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             self.apply_gradients(params, grads, self.generator_optimizer)
@@ -110,7 +110,7 @@ class OnlineGeneratorMethod(GeneratorMethod):
     def draw(self, n: int) -> SyntheticBatch:
         """n fresh images from the generator (train mode, as the references sample), detached."""
         labels = self.round_labels(n)
-        images = self.generate(self.round_latent(labels), self.round_resolution(self.round))
+        images = self.generated(self.round_latent(labels), self.round_resolution(self.round))
         return SyntheticBatch(images.detach(), labels)
 
     def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:

@@ -39,8 +39,13 @@ class BestIterate:
 
     @property
     def loss(self) -> float:
-        """The lowest loss seen (inf before the first update)."""
+        """The lowest loss seen (inf before the first update), read on the host."""
         return float("inf") if self._loss is None else float(self._loss)
+
+    @property
+    def kept_loss(self) -> torch.Tensor | None:
+        """The lowest loss seen, left on the device (None before the first update)."""
+        return self._loss
 
     def update(self, loss: torch.Tensor, images: torch.Tensor) -> None:
         loss, images = loss.detach(), images.detach()

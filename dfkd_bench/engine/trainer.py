@@ -78,7 +78,10 @@ class DistillationRun:
 
     def __init__(self, method: Method, ctx: MethodContext, test_split: EvalSplit,
                  schedule: Schedule | int, checkpoint_path: str | Path | None = None,
-                 on_round: RoundCallback | None = None, time_budget: TimeBudget | None = None) -> None:
+                 on_round: RoundCallback | None = None, time_budget: TimeBudget | None = None,
+                 bank_budget_bytes: int | None = None) -> None:
+        """`bank_budget_bytes`: what the uint8 bank may take on the device before its host tier takes
+        over (None: no limit)."""
         hp = method.hp
         self.method, self.ctx, self.hp = method, ctx, hp
         self.test_split = test_split.to(ctx.device, RESIDENT_TEST_BYTES)
@@ -88,7 +91,7 @@ class DistillationRun:
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
         self.time_budget = time_budget
-        self.bank = SyntheticBank(ctx.device)
+        self.bank = SyntheticBank(ctx.device, bank_budget_bytes)
         self.online = self.schedule.source == "online"
         if self.online != (method.sample_source == "online"):
             raise ValueError(f"{method.name} samples from its {method.sample_source}, but the schedule is for "
@@ -183,7 +186,10 @@ class DistillationRun:
         """A bank round: synthesise the round's images, bank them, then the round's student steps."""
         with self.timer.phase("synth"):
             batch = self.method.synthesize(info.images, info)
-        if not torch.isfinite(batch.images).all() or (batch.loss is not None and not math.isfinite(batch.loss)):
+        finite = torch.isfinite(batch.images).all()
+        if batch.kept_loss is not None:
+            finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
+        if not finite:  # the round's one host read of its synthesis
             raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
         self.bank.add(batch.images, batch.labels)
         self._distil(info.kd_steps)
