@@ -206,6 +206,8 @@ def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None
               help="After running out of memory, retry at half the batch sizes (same images seen), down to a floor.")
 @click.option("--time-budget", default=None,
               help="Seconds of synthesis + KD per run (a list sweeps); --ratio then caps the images.")
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes to run each run data-parallel over (torchrun; one GPU each, or gloo on the CPU).")
 @click.option("--log", "trackers", default=None,
               help="Live tracking: tensorboard and/or wandb (comma-separated; extras of the same names).")
 @click.option("--dry-run", is_flag=True, help="Print each run's schedule (rounds, images, KD steps, resets); run nothing.")
@@ -217,9 +219,13 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
             sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
             compile_models: bool, bank_gpu_gb: float | None, auto_batch: bool,
-            time_budget: str | None, trackers: str | None, dry_run: bool, force: bool, quiet: bool) -> None:
+            time_budget: str | None, nproc: int, trackers: str | None, dry_run: bool, force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
+    from . import distributed
     from .runner import bank_bytes, run
+
+    launching = nproc > 1 and not distributed.launched_by_torchrun()
+    quiet = quiet or not distributed.current_rank_is_main()
 
     _load_plugins(plugins)
     _maybe_download(dataset, data_root, download)
@@ -232,7 +238,10 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         if not sep or not t or not s:
             raise UserError(f"--pair {p!r} is malformed; expected TEACHER:STUDENT")
         pair_list.append((t, s))
-    printer = RunPrinter(quiet)
+    if launching:
+        os.environ["WORLD_SIZE"] = str(nproc)  # validate as each rank will, before starting any process
+        dry_run = True
+    printer = RunPrinter(quiet or launching)
     with printer:
         rows = run(_split(methods, str, "--methods"), dataset=dataset, ratio=_split(ratio, float, "--ratio"),
                    seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--sweep-resolutions"),
@@ -243,6 +252,12 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    amp=amp, compile=compile_models, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch,
                    time_budget=_split(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
                    trackers=_split(trackers, str, "--log"), **printer.callbacks())
+    if launching:
+        os.environ.pop("WORLD_SIZE")
+        sys.exit(distributed.launch(nproc, _without_nproc(INVOCATION)))
+    distributed.shutdown()
+    if not distributed.current_rank_is_main():
+        return
     if dry_run:
         for res in rows:
             console.print(f"{res.run_id}: {res.method_cls.name} {res.spec.name} ratio={res.config.ratio:g} "
@@ -636,9 +651,26 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
     click.echo(f"warning: {' '.join(str(message).split())}", err=True)
 
 
+INVOCATION: list[str] = []  # the command line `main` was given (what `run --nproc N` passes to each process)
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The arguments without `--nproc N` / `--nproc=N`."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input gets one line on stderr and exit status 2, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
+    INVOCATION[:] = args
     warnings.showwarning = _one_line_warning
     if not args:
         with click.Context(cli, info_name="dfkd-bench") as ctx:

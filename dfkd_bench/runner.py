@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from .config import MethodHparams, RunConfig, hparams_dict, parse_set_options, resolve_hparams, stable_hash
 from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
 from .schedule import PROTOCOLS, ReferenceSchedule, Schedule, paper_schedule
@@ -56,6 +56,7 @@ class ResolvedRun:
     source: DataSource | None
     schedule: Schedule
     halvings: int = 0  # --auto-batch: how many times the batch sizes were halved after running out of memory
+    world_size: int = 1  # processes the run is data-parallel over (torchrun / --nproc)
 
     @property
     def run_hparams(self) -> MethodHparams:
@@ -92,7 +93,8 @@ class ResolvedRun:
                 **({"smoke": True} if c.smoke else {}),
                 **({"protocol": c.protocol} if c.protocol != "equal" else {}),
                 **self._precision(),
-                **({"time_budget": c.time_budget} if c.time_budget else {})}
+                **({"time_budget": c.time_budget} if c.time_budget else {}),
+                **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
     def _precision(self) -> dict[str, str]:
         """{"amp": "bf16"|"off"} when the forwards' precision differs from the device's default (CUDA:
@@ -121,6 +123,8 @@ def pick_device(name: str) -> torch.device:
         raise UserError("--device cuda: no CUDA device is available; choose from: auto, cpu")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise UserError(f"unknown device {name!r}; choose from: auto, cpu, cuda")
+    if name == "cuda" and distributed.launched_by_torchrun():
+        return torch.device("cuda", distributed.local_rank())  # one GPU per process
     return torch.device(name)
 
 
@@ -252,10 +256,25 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
         raise UserError(f"{method_cls.name}: its hyper-parameters ({method_cls.Hparams.__name__}) build a "
                         f"{schedule.source} schedule, but the method samples from its {method_cls.sample_source}")
     n_synthetic = schedule.images
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        check_data_parallel(method_cls, hparams, config, world_size)
     if need_data and schedule.source == "bank":  # a dry run reports the bank's size instead of refusing it
         check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
     return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
-                       source, schedule)
+                       source, schedule, world_size=world_size)
+
+
+def check_data_parallel(method_cls: type[Method], hparams: MethodHparams, config: RunConfig, world_size: int) -> None:
+    """Refuse, in one line, what a data-parallel run cannot do yet."""
+    if method_cls.sample_source == "online":
+        raise UserError(f"{method_cls.name} trains on fresh generator output (an online method); it runs in one "
+                        f"process: drop --nproc / torchrun")
+    if config.auto_batch:
+        raise UserError("--auto-batch runs in one process (a rank out of memory cannot retry alone); drop --nproc")
+    if min(hparams.synth_batch, hparams.kd_batch) < world_size:
+        raise UserError(f"{method_cls.name}: synth_batch {hparams.synth_batch} and kd_batch {hparams.kd_batch} must "
+                        f"each be at least the {world_size} processes, so every rank has a share")
 
 
 RoundHook = Callable[[ResolvedRun, int, int, Any], None]
@@ -286,7 +305,7 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ctx = MethodContext.create(teacher, student, spec, cfg.seed, resolved.resolutions, device, cfg.amp,
-                               label_embeddings_loader=_label_embedding_loader(resolved))
+                               label_embeddings_loader=_label_embedding_loader(resolved), group=distributed.current())
     method = resolved.method_cls(ctx, resolved.run_hparams)
     if cfg.compile:
         compile_run(ctx, method, log=logging.getLogger("dfkd_bench").warning)
@@ -317,7 +336,7 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
             "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
-            "budget": resolved.schedule.budget}
+            "budget": resolved.schedule.budget, "world_size": resolved.world_size}
 
 
 class OutOfMemory(RuntimeError):
@@ -348,8 +367,12 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
 
     A diverged run is recorded as `diverged`, any other exception as `failed`; KeyboardInterrupt
     propagates and leaves the checkpoint for the next call to resume from.
+
+    In a process group only rank 0 writes; the other ranks run their share (`run_as_worker`).
     """
     run_dir = out_dir / "runs" / resolved.run_id
+    if not distributed.current().is_main:
+        return run_as_worker(resolved, teacher, test_split, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json(run_dir / "config.json", {**resolved.identity(), "run_id": resolved.run_id,
@@ -436,6 +459,17 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
     return row
 
 
+def run_as_worker(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSplit,
+                  run_dir: Path) -> dict[str, Any]:
+    """A rank other than 0: the same run's share of the work (resuming from rank 0's checkpoint), writing
+    nothing; rank 0 records the row, so a divergence (decided alike on every rank) ends quietly here."""
+    try:
+        execute(resolved, teacher, test_split, run_dir)
+    except Diverged:
+        pass
+    return {"run_id": resolved.run_id, "method": resolved.method_cls.name}
+
+
 def expand(methods: Sequence[str], base: RunConfig, ratios: Sequence[float] = (),
            resolutions: Sequence[int | None] = (None,), seeds: Sequence[int] = (),
            pairs: Sequence[tuple[str | None, str | None]] = ((None, None),),
@@ -463,6 +497,7 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
     trackers = check_trackers(trackers)
     sources: Sources = {}
     resolved = [resolve(c, sources) for c in configs]
+    group = distributed.init_from_env(resolved[0].device.type) if resolved else distributed.SINGLE
     finished = read_runs(out_dir)
     rows: list[dict[str, Any]] = []
     teachers: dict[tuple, tuple[torch.nn.Module, TeacherCard]] = {}
@@ -481,13 +516,15 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
         if split_key not in splits:
             if log:
                 log(f"reading the {res.spec.name} test split (cached as uint8 after the first time)")
-            splits[split_key] = res.source.test_split(limit=SMOKE_TEST_IMAGES if c.smoke else None)
+            with group.main_first():  # rank 0 fills the uint8 cache, the others then read it
+                splits[split_key] = res.source.test_split(limit=SMOKE_TEST_IMAGES if c.smoke else None)
         teacher_key = (res.spec.name, c.data_root, res.teacher, c.teacher_checkpoint, c.teacher_weights,
                        res.device.type, c.smoke)
         if teacher_key not in teachers:
-            teachers[teacher_key] = get_teacher(res.spec, res.teacher, res.source, res.device,
-                                                checkpoint=c.teacher_checkpoint, weights=c.teacher_weights,
-                                                smoke=c.smoke, log=log)
+            with group.main_first():  # rank 0 trains or downloads the teacher into the cache once
+                teachers[teacher_key] = get_teacher(res.spec, res.teacher, res.source, res.device,
+                                                    checkpoint=c.teacher_checkpoint, weights=c.teacher_weights,
+                                                    smoke=c.smoke, log=log)
         teacher, card = teachers[teacher_key]
         if card.test_acc is None:
             card = replace(card, test_acc=accuracy(teacher, splits[split_key], Normalize(res.spec.mean, res.spec.std)

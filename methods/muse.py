@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ class Muse(Nayer):
        l x l images. `feed="upsample"` resizes them (bilinear) to L before teacher and student;
        `feed="native"` shows them l x l (CNNs with global pooling accept any size).
     2. Multi-resolution: with several resolutions (`--resolutions 16,32`) each round generates at
-       one of them, in turn (`schedule="cycle"`) or drawn with the run's RNG (`"random"`). One
+       one of them, in turn (`schedule="cycle"`) or drawn from the run's seed (`"random"`). One
        generator serves all: shared label/noisy layers and a shared fully convolutional decoder,
        with one input head per resolution r. The decoder is NAYER's (`generator` switch): the
        CIFAR ConvStack, head Linear(noise_dim -> 2*ngf*(r/4)^2); or, at >= 112 px (ImageNet's
@@ -160,13 +161,13 @@ class Muse(Nayer):
         return self.hp.ed > 0
 
     def round_resolution(self, round: RoundInfo) -> int:
-        """This round's resolution by the schedule (the RNG is only drawn with several resolutions)."""
+        """This round's resolution by the schedule. "random" draws on the host from the run's seed and the
+        round's index: no device read, and the same pick on every rank of a process group."""
         resolutions = self.ctx.resolutions
         if len(resolutions) == 1:
             return resolutions[0]
         if self.hp.schedule == "random":
-            g = self.ctx.generator
-            return resolutions[int(torch.randint(len(resolutions), (1,), generator=g, device=g.device))]
+            return resolutions[int(np.random.default_rng([self.ctx.seed, round.index]).integers(len(resolutions)))]
         return resolutions[round.index % len(resolutions)]
 
     def _bn_loss_at(self, resolution: int) -> BNStatisticsLoss:

@@ -53,7 +53,13 @@ class EvalSplit:
 
     def subset(self, count: int) -> "EvalSplit":
         """The first `count` images (tests and quick checks); labels and images stay aligned."""
-        return EvalSplit(self.images[:count], self.labels[:count], self._mapping, self._offset)
+        return self.part(0, count)
+
+    def part(self, start: int, stop: int) -> "EvalSplit":
+        """Images [start, stop) as a split of their own (a rank's shard), a view without a copy."""
+        item = int(np.prod(self.shape[1:]))
+        offset = self._offset + start * item if self._mapping is not None else self._offset
+        return EvalSplit(self.images[start:stop], self.labels[start:stop], self._mapping, offset)
 
     def to(self, device: torch.device, max_bytes: int) -> "EvalSplit":
         """A copy resident on `device` when it fits in `max_bytes`; otherwise this split, streamed."""

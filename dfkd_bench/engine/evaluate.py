@@ -21,13 +21,21 @@ def eval_batch_size(image_shape: tuple[int, ...], cap: int = 500) -> int:
     return max(1, min(cap, BATCH_FLOAT_BYTES // per_image))
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_size: int | None = None,
              channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> float:
     """Top-1 accuracy in percent on the model's device; the model is put in eval mode and restored.
 
     Correct counts accumulate on the device, so the loop reads the device once, at the end.
     """
+    correct = correct_predictions(model, split, normalize, batch_size, channels_last, amp_dtype)
+    return 100.0 * correct.item() / max(1, len(split))
+
+
+@torch.no_grad()
+def correct_predictions(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_size: int | None = None,
+                        channels_last: bool = False, amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """How many of the split's images the model classifies right, as a device tensor (a process group
+    sums its ranks' shards of the split before reading it)."""
     device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     batch_size = batch_size or eval_batch_size(split.shape[1:])
     was_training = model.training
@@ -42,4 +50,4 @@ def accuracy(model: nn.Module, split: EvalSplit, normalize: Normalize, batch_siz
         correct += (logits.argmax(1) == labels).sum()
         del images, x, logits
     model.train(was_training)
-    return 100.0 * correct.item() / max(1, len(split))
+    return correct

@@ -191,6 +191,14 @@ class GeneratorMethod(Method):
         generator = self.build_generator()
         return generator.to(memory_format=torch.channels_last) if self.ctx.channels_last else generator
 
+    def share_generator_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
+        """In a process group, average the generator's gradients over the ranks (each rank's share of
+        the round gives its own), so its update stays the same everywhere; per-rank latents keep theirs."""
+        group = self.ctx.group
+        if group.active:
+            shared = {id(p) for p in self.generator.parameters()}
+            group.average_([g for p, g in zip(params, grads) if id(p) in shared])
+
     def generated(self, latent: Any, resolution: int) -> torch.Tensor:
         """`generate` under the run's autocast (bf16 forwards where on), returned as float32 images."""
         with self.ctx.autocast():
@@ -258,6 +266,7 @@ class GeneratorMethod(Method):
             if hp.keep_best:
                 best.update(loss, images)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
+            self.share_generator_gradients(params, grads)
             self.apply_gradients(params, grads, optimizer)
         self.end_synthesis()
         self.bn_loss.update_momentum()

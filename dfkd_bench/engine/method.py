@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from ..config import MethodHparams
 from ..data.spec import DatasetSpec
+from ..distributed import SINGLE, Group
 from ..errors import UserError
 from ..schedule import RoundInfo
 from .augment import Augment, Normalize, default_augment
@@ -82,16 +83,19 @@ class MethodContext:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     label_embeddings_loader: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    group: Group = SINGLE  # the run's process group (one process unless torchrun started several)
+    seed: int = 0          # the run's seed, the same on every rank (the generator's stream is per rank)
     _label_embeddings: torch.Tensor | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, teacher: nn.Module, student: nn.Module, spec: DatasetSpec, seed: int,
                resolutions: Sequence[int] | None = None, device: torch.device | str = "cpu",
                amp: str = "auto", label_embeddings_loader: Callable[[], torch.Tensor] | None = None,
-               channels_last: bool | None = None) -> "MethodContext":
+               channels_last: bool | None = None, group: Group = SINGLE) -> "MethodContext":
         """The one way to build a context (runner, benchmarks, tests): models moved to the device (and to
         channels_last, by default on CUDA only), the run's RNG seeded, and bf16 autocast for the forwards
-        when `amp_dtype_for(amp, device)` says so (auto: on CUDA only; bf16: on the CPU too; off: fp32)."""
+        when `amp_dtype_for(amp, device)` says so (auto: on CUDA only; bf16: on the CPU too; off: fp32).
+        In a process group each rank's RNG stream is seeded apart (`Group.seed`)."""
         device = torch.device(device)
         channels_last = device.type == "cuda" if channels_last is None else channels_last
         teacher, student = teacher.to(device), student.to(device)
@@ -99,11 +103,11 @@ class MethodContext:
             teacher = teacher.to(memory_format=torch.channels_last)
             student = student.to(memory_format=torch.channels_last)
         return cls(teacher=teacher, student=student, spec=spec, device=device,
-                   generator=torch.Generator(device=device).manual_seed(seed),
+                   generator=torch.Generator(device=device).manual_seed(group.seed(seed)),
                    resolutions=tuple(resolutions or (spec.input_size,)),
                    normalize=Normalize(spec.mean, spec.std).to(device),
                    amp_dtype=amp_dtype_for(amp, device), channels_last=channels_last,
-                   label_embeddings_loader=label_embeddings_loader)
+                   label_embeddings_loader=label_embeddings_loader, group=group, seed=seed)
 
     @property
     def resolution(self) -> int:

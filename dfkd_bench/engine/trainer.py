@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,8 @@ from .bank import SyntheticBank
 from .budget import TimeBudget, cosine_tail
 from .distill import Distiller
 from ..data.split import EvalSplit
-from .evaluate import accuracy
+from .bank import to_float, to_uint8
+from .evaluate import correct_predictions
 from .method import Method, MethodContext
 from ..schedule import RoundInfo, Schedule, online_draws, spread
 from .timing import PhaseTimer
@@ -84,7 +86,11 @@ class DistillationRun:
         over (None: no limit)."""
         hp = method.hp
         self.method, self.ctx, self.hp = method, ctx, hp
-        self.test_split = test_split.to(ctx.device, RESIDENT_TEST_BYTES)
+        self.group = ctx.group
+        self.test_images = len(test_split)
+        bounds = [0, *itertools.accumulate(self.group.shares(len(test_split)))]
+        shard = test_split.part(bounds[self.group.rank], bounds[self.group.rank + 1])
+        self.test_split = shard.to(ctx.device, RESIDENT_TEST_BYTES)  # this rank's shard (all of it alone)
         self.schedule = schedule if isinstance(schedule, Schedule) else hp.equal_schedule(schedule)
         self.rounds = len(self.schedule.rounds)
         self.total_kd_steps = self.schedule.kd_steps
@@ -106,16 +112,24 @@ class DistillationRun:
         self.timer = PhaseTimer(ctx.device)
 
     def _save(self) -> None:
+        """Rank 0 writes the checkpoint: the shared state once, and every rank's own RNG and method
+        state (per-rank streams, BN-statistics buffers), gathered from the group."""
         if self.checkpoint_path is None:
+            return
+        ranks = self.group.gather_objects({"rng": checkpoint.rng_state(self.ctx.generator),
+                                           "method": self.method.state_dict()})
+        if not self.group.is_main:
             return
         checkpoint.save_atomic({
             "state": self.state,
             "student": self.ctx.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "method": self.method.state_dict(),
+            "method": ranks[0]["method"],
             "bank": self.bank.state_dict(),
-            "rng": checkpoint.rng_state(self.ctx.generator),
+            "rng": ranks[0]["rng"],
+            "world_size": self.group.world_size,
+            **({"ranks": ranks} if self.group.active else {}),
         }, self.checkpoint_path)
 
     def try_resume(self) -> bool:
@@ -123,20 +137,25 @@ class DistillationRun:
         if self.checkpoint_path is None or not self.checkpoint_path.exists():
             return False
         saved = checkpoint.load(self.checkpoint_path)
+        if saved.get("world_size", 1) != self.group.world_size:
+            raise ValueError(f"{self.checkpoint_path} was written by {saved.get('world_size', 1)} processes, "
+                             f"this run has {self.group.world_size}")
+        own = saved["ranks"][self.group.rank] if self.group.active else saved
         self.state = saved["state"]
         self.ctx.student.load_state_dict(saved["student"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        self.method.load_state_dict(saved["method"])
+        self.method.load_state_dict(own["method"])
         self.bank.load_state_dict(saved["bank"])
-        checkpoint.restore_rng_state(saved["rng"], self.ctx.generator)
+        checkpoint.restore_rng_state(own["rng"], self.ctx.generator)
         self.timer = PhaseTimer(self.ctx.device, self.state.seconds)
         return True
 
     def _evaluate(self, round_idx: int) -> None:
         with self.timer.phase("eval"):
-            acc = accuracy(self.ctx.student, self.test_split, self.ctx.normalize, amp_dtype=self.ctx.amp_dtype,
-                           channels_last=self.ctx.channels_last)
+            correct = correct_predictions(self.ctx.student, self.test_split, self.ctx.normalize,
+                                          amp_dtype=self.ctx.amp_dtype, channels_last=self.ctx.channels_last)
+            acc = 100.0 * self.group.sum_(correct).item() / max(1, self.test_images)
         elapsed = self.timer.get("synth") + self.timer.get("kd")
         self.state.curve.append(CurvePoint(round_idx, self.images_so_far, elapsed, acc))
 
@@ -144,8 +163,9 @@ class DistillationRun:
         if steps <= 0:
             return
         with self.timer.phase("kd"):
-            loss = self.distiller.train(self.bank, steps, self.hp.kd_batch)
-        self.state.last_loss = loss
+            mean = self.distiller.train(self.bank, steps, self.hp.kd_batch)
+            self.group.average_([mean])
+        loss = self.state.last_loss = mean.item()  # the round's one read of the student's loss
         if not math.isfinite(loss):
             raise Diverged(f"student loss became {loss}")
 
@@ -185,20 +205,30 @@ class DistillationRun:
     def _bank_round(self, info: RoundInfo) -> None:
         """A bank round: synthesise the round's images, bank them, then the round's student steps."""
         with self.timer.phase("synth"):
-            batch = self.method.synthesize(info.images, info)
-        finite = torch.isfinite(batch.images).all()
-        if batch.kept_loss is not None:
-            finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
-        if not finite:  # the round's one host read of its synthesis
+            batch = self.method.synthesize(self.group.share(info.images), info)
+            finite = torch.isfinite(batch.images).all()
+            if batch.kept_loss is not None:
+                finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
+            images, labels = self._gathered(batch.images, batch.labels, info.images)
+        if not self.group.all_true(finite):  # the round's one host read of its synthesis
             raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
-        self.bank.add(batch.images, batch.labels)
+        self.bank.add(images, labels)
         self._distil(info.kd_steps)
 
+    def _gathered(self, images: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's new images (as uint8, what the bank keeps) and labels, in rank order."""
+        if not self.group.active:
+            return images, labels
+        return (to_float(self.group.all_gather_rows(to_uint8(images), total)),
+                self.group.all_gather_rows(labels, total))
+
     def _out_of_time(self, rounds_done: int) -> bool:
-        """At a round boundary: has the time budget (if any) run out, final KD included?"""
+        """At a round boundary: has the time budget (if any) run out, final KD included? (Decided alike
+        on every rank: any rank out of time stops them all.)"""
         if self.time_budget is None or rounds_done == 0:
             return False
-        return self.time_budget.exhausted(self.schedule, rounds_done, self.timer.get("synth"), self.timer.get("kd"))
+        return self.group.any_true(self.time_budget.exhausted(self.schedule, rounds_done, self.timer.get("synth"),
+                                                              self.timer.get("kd")))
 
     def _final_kd_steps(self) -> int:
         """The schedule's final KD steps, or, for a run its budget stopped, those scaled to the images

@@ -1,0 +1,103 @@
+"""One run data-parallel over 2 CPU processes (torch.distributed, gloo), through `dfkd-bench run --nproc 2`:
+it finishes, banks as many images as the single-process run, resumes after being killed, and (slow)
+reaches an accuracy comparable to the single-process run's."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfkd_bench import runner
+from dfkd_bench.distributed import Group
+from dfkd_bench.engine import checkpoint
+
+# 144 images (ratio 0.1) in 18 rounds of 8: long enough to be killed between two checkpoints
+SMALL = {"synth_batch": "8", "g_steps": "2", "kd_steps": "4", "kd_batch": "16", "final_kd_steps": "0",
+         "warmup_rounds": "1"}
+
+
+def sets(values: dict[str, str]) -> list[str]:
+    return [f"fast.{k}={v}" for k, v in values.items()]
+
+
+def command(out: Path, ratio: float, values: dict[str, str]) -> list[str]:
+    args = [sys.executable, "-m", "dfkd_bench", "run", "--methods", "fast", "--ratio", str(ratio), "--device", "cpu",
+            "--out", str(out), "--nproc", "2", "--quiet"]
+    for s in sets(values):
+        args += ["--set", s]
+    return args
+
+
+def row_of(out: Path) -> dict[str, str]:
+    with open(out / "runs.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    return row
+
+
+def test_group_shares_and_seeds() -> None:
+    group = Group(rank=1, world_size=3)
+    assert group.shares(10) == [4, 3, 3] and group.share(10) == 3 and sum(group.shares(7)) == 7
+    assert Group(0, 3).seed(5) == 5 and len({Group(r, 3).seed(5) for r in range(3)}) == 3
+    assert Group().share(9) == 9 and not Group().active and Group().is_main
+
+
+def test_two_processes_finish_resume_after_a_kill_and_bank_every_image(tmp_path: Path, digits_teacher) -> None:
+    out = tmp_path / "ddp"
+    run = subprocess.Popen(command(out, 0.1, SMALL), start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 300
+    ckpt = None
+    while time.time() < deadline and run.poll() is None:
+        found = list(out.glob("runs/*/checkpoint.pt"))
+        if found and checkpoint.load(found[0])["state"].next_round >= 3:
+            ckpt = found[0]
+            break
+        time.sleep(0.2)
+    assert ckpt is not None, run.communicate()[0].decode()[-2000:]
+    os.killpg(run.pid, signal.SIGKILL)  # the whole group: torchrun and both ranks, mid-run
+    run.wait()
+    saved = checkpoint.load(ckpt)
+    assert saved["world_size"] == 2 and len(saved["ranks"]) == 2
+    assert not torch.equal(saved["ranks"][0]["rng"]["generator"], saved["ranks"][1]["rng"]["generator"])
+
+    done = subprocess.run(command(out, 0.1, SMALL), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    row = row_of(out)
+    assert row["status"] == "ok" and row["world_size"] == "2"
+    single = runner.run(["fast"], ratio=0.1, device="cpu", sets=sets(SMALL), dry_run=True)[0]
+    assert int(row["n_synthetic"]) == single.n_synthetic == 144
+    assert row["run_id"] != single.run_id  # two processes are a different run (their own RNG streams)
+    log = (out / "runs" / row["run_id"] / "log.txt").read_text()
+    rounds = [int(r) for r in re.findall(r"round (\d+)/18 ", log)]
+    assert rounds.count(1) == 1 and rounds[-1] == 18 and len(rounds) < 2 * 18  # resumed, not restarted
+    assert not (out / "runs" / row["run_id"] / "checkpoint.pt").exists()
+
+
+def test_a_method_that_cannot_run_data_parallel_is_refused_before_starting(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "dfkd_bench", "run", "--methods", "dfad", "--device", "cpu",
+                           "--out", str(tmp_path), "--nproc", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "online method" in done.stderr
+    assert not (tmp_path / "runs.csv").exists()
+
+
+@pytest.mark.slow
+def test_two_processes_reach_the_single_process_accuracy(tmp_path: Path, digits_teacher) -> None:
+    """The digits preset at ratio 0.05: both students well above chance and within 15 points."""
+    single = runner.run(["fast"], ratio=0.05, out=tmp_path / "one", device="cpu")[0]
+    done = subprocess.run(command(tmp_path / "two", 0.05, {}), capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    two = row_of(tmp_path / "two")
+    assert int(two["n_synthetic"]) == int(single["n_synthetic"])
+    acc_one, acc_two = float(single["student_acc"]), float(two["student_acc"])
+    assert acc_one > 60 and acc_two > 60 and abs(acc_one - acc_two) < 15, (acc_one, acc_two)
