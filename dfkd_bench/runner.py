@@ -24,6 +24,7 @@ from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
 from .engine.bank import bank_gpu_budget
 from .engine.method import AMP_MODES, amp_dtype_for
 from .engine.compile import compile_run
+from .engine.flops import achieved_rate
 from .engine.memory import free_device_memory, is_out_of_memory
 from .engine.budget import TimeBudget
 from .engine.checkpoint import save_atomic
@@ -354,6 +355,15 @@ def read_halvings(run_dir: Path) -> int:
     return int(json.loads(path.read_text()).get("halvings", 0))
 
 
+def work_columns(tflop: dict[str, float], seconds: dict[str, float]) -> dict[str, str]:
+    """synth_tflop/kd_tflop (forward+backward TFLOP spent) and the TFLOP/s achieved in each phase."""
+    columns = {}
+    for phase in ("synth", "kd"):
+        columns[f"{phase}_tflop"] = f"{tflop.get(phase, 0.0):.6g}"
+        columns[f"{phase}_tflops"] = f"{achieved_rate(tflop.get(phase, 0.0), seconds.get(phase, 0.0)):.4g}"
+    return columns
+
+
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -436,7 +446,8 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
                    synth_s=f"{sec.get('synth', 0):.2f}", kd_s=f"{sec.get('kd', 0):.2f}",
                    eval_s=f"{sec.get('eval', 0):.2f}", total_s=f"{sum(sec.values()):.2f}",
                    peak_mem_mb=f"{peak_memory_mb(resolved.device):.0f}",
-                   bank_tier=outcome.bank.tier if outcome.bank is not None and len(outcome.bank) else "")
+                   bank_tier=outcome.bank.tier if outcome.bank is not None and len(outcome.bank) else "",
+                   **work_columns(outcome.tflop, sec))
         write_curve(run_dir / "curve.csv", outcome.curve)
         bank = outcome.bank
         if bank is not None and len(bank):

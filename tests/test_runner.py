@@ -78,6 +78,8 @@ def test_end_to_end_writes_every_output(e2e, digits_teacher, digits_data) -> Non
         assert (row["dataset"], row["teacher"], row["student"]) == ("digits", "digits_resnet8", "digits_resnet8_slim")
         assert float(row["ratio"]) == 0.05 and row["resolution"] == "32" and row["seed"] == "0"
         assert int(row["n_synthetic"]) == N_SYNTHETIC
+        assert row["world_size"] == "1" and (row["synth_batch"], row["kd_batch"]) == ("16", "32")
+        assert float(row["synth_tflop"]) > 0 and float(row["kd_tflop"]) > 0 and float(row["kd_tflops"]) > 0
         assert float(row["teacher_acc"]) == pytest.approx(card.test_acc, abs=0.01)  # the cached teacher
         assert 0 <= float(row["student_acc"]) <= 100
         seconds = [float(row[k]) for k in ("synth_s", "kd_s", "eval_s")]

@@ -11,6 +11,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..models.hooks import FeatureTap
 from .bank import SyntheticBank
+from .flops import FlopMeter
 from .method import Method, MethodContext, StudentStep
 
 
@@ -45,9 +46,11 @@ class Distiller:
     """
 
     def __init__(self, ctx: MethodContext, method: Method, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
-        """`scheduler` steps after every student step; None when the caller steps it (per epoch)."""
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None, flops: FlopMeter | None = None) -> None:
+        """`scheduler` steps after every student step; None when the caller steps it (per epoch).
+        `flops` counts each step's FLOPs under "kd" (once per batch shape)."""
         self.ctx, self.method = ctx, method
+        self.flops = flops or FlopMeter(enabled=False)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.augment = method.augmentation("kd")
         self.tap = method.keep_hook(FeatureTap(ctx.student)) if method.needs_student_features else None
@@ -68,6 +71,10 @@ class Distiller:
         """One student update on a batch given as (images, labels) groups (one per stored resolution);
         returns the detached loss, left on the device."""
         self.ctx.student.train()
+        with self.flops.measure("kd", tuple(tuple(x.shape) for x, _ in groups)):
+            return self._update(groups, batch_size)
+
+    def _update(self, groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> torch.Tensor:
         loss = sum(self._group_loss(x, y) * (y.shape[0] / batch_size) for x, y in groups)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -191,6 +191,10 @@ class GeneratorMethod(Method):
         generator = self.build_generator()
         return generator.to(memory_format=torch.channels_last) if self.ctx.channels_last else generator
 
+    def work_key(self, n: int, round: RoundInfo) -> tuple:
+        """The default key plus the round's generation resolution (MUSE changes it round by round)."""
+        return (*super().work_key(n, round), self.round_resolution(round))
+
     def share_generator_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
         """In a process group, average the generator's gradients over the ranks (each rank's share of
         the round gives its own), so its update stays the same everywhere; per-rank latents keep theirs."""

@@ -240,6 +240,11 @@ class Method:
         """Terms of the student's loss on one batch; the default is KD at temperature T."""
         return {"kd": kd_loss(step.s_logits, step.t_logits, self.hp.temperature)}
 
+    def work_key(self, n: int, round: RoundInfo) -> tuple:
+        """What sets the cost of a synthesis round of `n` images: rounds with equal keys do the same
+        FLOPs, so the engine counts each key once (default: n, warm-up or not, first round or not)."""
+        return (n, round.in_warmup, round.index == 0)
+
     def student_parameters(self) -> list[nn.Parameter]:
         """Extra trainable parameters that the student optimiser must update (e.g. a projection head)."""
         return []

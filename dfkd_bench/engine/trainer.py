@@ -17,6 +17,7 @@ from .distill import Distiller
 from ..data.split import EvalSplit
 from .bank import to_float, to_uint8
 from .evaluate import correct_predictions
+from .flops import FlopMeter
 from .method import Method, MethodContext
 from ..schedule import RoundInfo, Schedule, online_draws, spread
 from .timing import PhaseTimer
@@ -48,6 +49,7 @@ class RunOutcome:
     seconds: dict[str, float]
     curve: list[CurvePoint] = field(default_factory=list)
     bank: SyntheticBank | None = None
+    tflop: dict[str, float] = field(default_factory=dict)  # forward+backward TFLOP per phase (synth, kd)
 
 
 RoundCallback = Callable[[int, int, "RunState"], None]
@@ -106,8 +108,9 @@ class DistillationRun:
         self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            cosine_tail(1.0, hp.lr_min_ratio, self.schedule.lr_steps))
+        self.flops = FlopMeter()
         self.distiller = Distiller(ctx, method, self.optimizer,
-                                   None if self.schedule.lr_per_epoch else self.scheduler)
+                                   None if self.schedule.lr_per_epoch else self.scheduler, self.flops)
         self.state = RunState()
         self.timer = PhaseTimer(ctx.device)
 
@@ -117,7 +120,7 @@ class DistillationRun:
         if self.checkpoint_path is None:
             return
         ranks = self.group.gather_objects({"rng": checkpoint.rng_state(self.ctx.generator),
-                                           "method": self.method.state_dict()})
+                                           "method": self.method.state_dict(), "flops": self.flops.state_dict()})
         if not self.group.is_main:
             return
         checkpoint.save_atomic({
@@ -128,6 +131,7 @@ class DistillationRun:
             "method": ranks[0]["method"],
             "bank": self.bank.state_dict(),
             "rng": ranks[0]["rng"],
+            "flops": ranks[0]["flops"],
             "world_size": self.group.world_size,
             **({"ranks": ranks} if self.group.active else {}),
         }, self.checkpoint_path)
@@ -146,6 +150,8 @@ class DistillationRun:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.method.load_state_dict(own["method"])
+        if "flops" in own:
+            self.flops.load_state_dict(own["flops"])
         self.bank.load_state_dict(saved["bank"])
         checkpoint.restore_rng_state(own["rng"], self.ctx.generator)
         self.timer = PhaseTimer(self.ctx.device, self.state.seconds)
@@ -187,9 +193,11 @@ class DistillationRun:
         for i in range(steps):  # spans: timed without a device wait per step, added up once below
             with self.timer.span("synth"):
                 if (first + i) % every == 0:
-                    method.train_generator(info)
+                    with self.flops.measure("synth", ("train_generator",)):
+                        method.train_generator(info)
                 if online_draws(i + 1, batches, steps) > online_draws(i, batches, steps):
-                    batch = method.draw(batch_size)
+                    with self.flops.measure("synth", ("draw", batch_size)):
+                        batch = method.draw(batch_size)
             with self.timer.span("kd"):
                 total += self.distiller.step([(batch.images, batch.labels)], batch_size)
         self.timer.flush()
@@ -205,7 +213,9 @@ class DistillationRun:
     def _bank_round(self, info: RoundInfo) -> None:
         """A bank round: synthesise the round's images, bank them, then the round's student steps."""
         with self.timer.phase("synth"):
-            batch = self.method.synthesize(self.group.share(info.images), info)
+            share = self.group.share(info.images)
+            with self.flops.measure("synth", self.method.work_key(share, info)):
+                batch = self.method.synthesize(share, info)
             finite = torch.isfinite(batch.images).all()
             if batch.kept_loss is not None:
                 finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
@@ -278,4 +288,11 @@ class DistillationRun:
             self._evaluate(rounds_run)
         self.state.seconds = self.timer.seconds
         return RunOutcome(self.state.curve[-1].student_acc, self.images_so_far, dict(self.timer.seconds),
-                          list(self.state.curve), self.bank)
+                          list(self.state.curve), self.bank, self._group_tflop())
+
+    def _group_tflop(self) -> dict[str, float]:
+        """TFLOP per phase summed over the process group's ranks (each counted its own share)."""
+        phases = ("synth", "kd")
+        totals = torch.tensor([float(self.flops.totals.get(p, 0)) for p in phases], dtype=torch.float64,
+                              device=self.ctx.device)
+        return dict(zip(phases, (self.group.sum_(totals) / 1e12).tolist()))
