@@ -302,8 +302,10 @@ def test_muse_multi_resolution_bank_holds_both() -> None:
 
 def test_muse_random_schedule_draws_from_the_set() -> None:
     method = make_method(Muse, make_ctx((8, 16, 32)), schedule="random")
-    drawn = {method.round_resolution(RoundInfo.standalone()) for _ in range(30)}  # not by the index
-    assert drawn == {8, 16, 32}
+    drawn = [method.round_resolution(RoundInfo.standalone(index=i)) for i in range(30)]
+    assert set(drawn) == {8, 16, 32} and drawn != [(8, 16, 32)[i % 3] for i in range(30)]  # not in turn
+    again = [method.round_resolution(RoundInfo.standalone(index=i)) for i in range(30)]
+    assert again == drawn  # from the run's seed and the round: the same on every rank and after a resume
 
 
 # --- end to end ----------------------------------------------------------------------------------------
