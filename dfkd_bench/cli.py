@@ -224,7 +224,8 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
     from . import distributed
     from .runner import bank_bytes, run
 
-    launching = nproc > 1 and not distributed.launched_by_torchrun()
+    validating_group = nproc > 1 and not distributed.launched_by_torchrun()
+    launching = validating_group and not dry_run
     quiet = quiet or not distributed.current_rank_is_main()
 
     _load_plugins(plugins)
@@ -238,7 +239,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         if not sep or not t or not s:
             raise UserError(f"--pair {p!r} is malformed; expected TEACHER:STUDENT")
         pair_list.append((t, s))
-    if launching:
+    if validating_group:
         os.environ["WORLD_SIZE"] = str(nproc)  # validate as each rank will, before starting any process
         dry_run = True
     printer = RunPrinter(quiet or launching)
@@ -252,8 +253,9 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    amp=amp, compile=compile_models, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch,
                    time_budget=_split(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
                    trackers=_split(trackers, str, "--log"), **printer.callbacks())
-    if launching:
+    if validating_group:
         os.environ.pop("WORLD_SIZE")
+    if launching:
         sys.exit(distributed.launch(nproc, _without_nproc(INVOCATION)))
     distributed.shutdown()
     if not distributed.current_rank_is_main():

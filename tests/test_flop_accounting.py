@@ -64,3 +64,19 @@ def test_muse_fed_natively_at_16_px_spends_fewer_synthesis_flops_than_nayer_at_3
     muse_upsampled = totals("muse", FlopMeter(), (16,))["synth"]
     assert nayer > 2.5 * muse_native
     assert muse_upsampled > muse_native
+
+
+def test_the_counters_overhead_comes_off_the_synthesis_seconds() -> None:
+    """A key's first round runs under the counter; when the same key next runs plain, the difference
+    between the two rounds' seconds is taken back out of `synth` (a slower plain round gives nothing back)."""
+    ctx = make_ctx()
+    method = METHODS.get("fast")(ctx, resolve_hparams(METHODS.get("fast").Hparams, "digits", {}, "fast"))
+    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), method.hp.equal_schedule(40))
+    run.timer.seconds["synth"] = 10.0
+    run._discount_counting(("k",), 3.0, counted=True)
+    run._discount_counting(("k",), 1.0, counted=False)
+    run._discount_counting(("k",), 0.5, counted=False)  # only the first plain round settles the key
+    run._discount_counting(("j",), 1.0, counted=True)
+    run._discount_counting(("j",), 2.0, counted=False)
+    assert run.timer.get("synth") == 8.0
+    method.close()

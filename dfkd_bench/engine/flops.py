@@ -109,6 +109,10 @@ class FlopMeter:
                 yield
         self.totals[phase] = self.totals.get(phase, 0) + cached
 
+    def has_counted(self, phase: str, key: Hashable) -> bool:
+        """Whether work under (phase, key) was counted already (so the next measure runs plain)."""
+        return (phase, key) in self._cache
+
     def tflop(self, phase: str) -> float:
         """The phase's total in TFLOP (1e12 FLOPs)."""
         return self.totals.get(phase, 0) / 1e12

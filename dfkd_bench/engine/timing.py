@@ -59,6 +59,10 @@ class PhaseTimer:
                 self.seconds[name] = self.seconds.get(name, 0.0) + start.elapsed_time(end) / 1000
             self._pending.clear()
 
+    def discount(self, name: str, seconds: float) -> None:
+        """Take `seconds` measured under `name` back out (time spent on accounting, not on the work)."""
+        self.seconds[name] = self.get(name) - seconds
+
     def get(self, name: str) -> float:
         return self.seconds.get(name, 0.0)
 
