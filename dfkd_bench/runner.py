@@ -268,9 +268,6 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
 
 def check_data_parallel(method_cls: type[Method], hparams: MethodHparams, config: RunConfig, world_size: int) -> None:
     """Refuse, in one line, what a data-parallel run cannot do yet."""
-    if method_cls.sample_source == "online":
-        raise UserError(f"{method_cls.name} trains on fresh generator output (an online method); it runs in one "
-                        f"process: drop --nproc / torchrun")
     if config.auto_batch:
         raise UserError("--auto-batch runs in one process (a rank out of memory cannot retry alone); drop --nproc")
     if min(hparams.synth_batch, hparams.kd_batch) < world_size:

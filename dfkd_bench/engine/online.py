@@ -94,15 +94,17 @@ class OnlineGeneratorMethod(GeneratorMethod):
         return self.hp.adv > 0
 
     def train_generator(self, round: RoundInfo) -> None:
-        """g_steps generator steps, each on a fresh latent of kd_batch images, one persistent optimiser."""
+        """g_steps generator steps, each on a fresh latent of kd_batch images (this rank's share of them in
+        a process group, the gradients averaged over the ranks), one persistent optimiser."""
         self.round = round
         self.generator.train()
         params = list(self.generator.parameters())
         for index in range(self.hp.g_steps):
-            labels = self.round_labels(self.hp.kd_batch)
+            labels = self.round_labels(self.ctx.group.share(self.hp.kd_batch))
             images = self.generated(self.round_latent(labels), self.round_resolution(round))
             loss = self.generator_loss(GeneratorStep(images, labels, index))
             grads = torch.autograd.grad(loss, params, allow_unused=True)
+            self.share_generator_gradients(params, grads)
             self.apply_gradients(params, grads, self.generator_optimizer)
         self.bn_loss.update_momentum()
 

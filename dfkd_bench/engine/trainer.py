@@ -186,6 +186,7 @@ class DistillationRun:
         `online_draws` picks, `info.images` images in all), the generator trained before every
         `student_steps_per_generator_step` steps; returns the last batch."""
         method, batch_size = self.method, self.hp.kd_batch
+        local = self.group.share(batch_size)  # this rank's part of every fresh batch
         every = method.student_steps_per_generator_step
         first = sum(r.kd_steps for r in self.schedule.rounds[:info.index])
         steps, batches = info.kd_steps, info.images // batch_size
@@ -197,18 +198,19 @@ class DistillationRun:
                     with self.flops.measure("synth", ("train_generator",)):
                         method.train_generator(info)
                 if online_draws(i + 1, batches, steps) > online_draws(i, batches, steps):
-                    with self.flops.measure("synth", ("draw", batch_size)):
-                        batch = method.draw(batch_size)
+                    with self.flops.measure("synth", ("draw", local)):
+                        batch = method.draw(local)
             with self.timer.span("kd"):
-                total += self.distiller.step([(batch.images, batch.labels)], batch_size)
+                total += self.distiller.step([(batch.images, batch.labels)], local)
         self.timer.flush()
-        if batch is None or not torch.isfinite(batch.images).all():
+        if batch is None or not self.group.all_true(torch.isfinite(batch.images).all()):
             raise Diverged(f"the generator's images became NaN/inf in round {info.index}")
+        self.group.average_([total])
         self.state.last_loss = total.item() / max(1, info.kd_steps)
         if not math.isfinite(self.state.last_loss):
             raise Diverged(f"student loss became {self.state.last_loss}")
-        shown = SyntheticBank(self.ctx.device)  # the round's last batch, for sample grids only
-        shown.add(batch.images, batch.labels)
+        shown = SyntheticBank(self.ctx.device)  # the round's last batch (every rank's part), for sample grids only
+        shown.add(*self._gathered(batch.images, batch.labels, batch_size))
         return shown
 
     def _bank_round(self, info: RoundInfo) -> None:
