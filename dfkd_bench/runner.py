@@ -195,14 +195,20 @@ def reference_schedule(method_cls: type[Method], spec: DatasetSpec) -> Reference
     return next((method_cls.Hparams.PAPER[n] for n in spec.preset_names if n in method_cls.Hparams.PAPER), None)
 
 
+def planned_images(config: RunConfig, hparams: MethodHparams, train_size: int) -> int:
+    """The synthetic images a run's ratio asks for (smoke: a tiny fixed budget, warm-up plus a couple
+    of KD rounds, whatever the ratio)."""
+    if config.smoke:
+        return hparams.synth_batch * hparams.SMOKE_ROUNDS
+    return max(1, round(config.ratio * train_size))
+
+
 def build_schedule(config: RunConfig, method_cls: type[Method], spec: DatasetSpec, hparams: MethodHparams,
                    train_size: int) -> Schedule:
     """The run's rounds under its protocol; `paper` needs the method's reference schedule for the dataset."""
     if config.protocol not in PROTOCOLS:
         raise UserError(f"unknown protocol {config.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
-    n_total = max(1, round(config.ratio * train_size))
-    if config.smoke:  # a tiny fixed budget, whatever the ratio: warm-up plus a couple of KD rounds
-        n_total = hparams.synth_batch * hparams.SMOKE_ROUNDS
+    n_total = planned_images(config, hparams, train_size)
     reference = reference_schedule(method_cls, spec)
     if config.protocol == "paper" and not config.smoke:
         if reference is None:
@@ -252,7 +258,10 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
     device = pick_device(config.device)
     has_root = bool(config.data_root or os.environ.get(DATA_ENV)) or not spec.needs_data_root
     source = open_source(spec, config.data_root, sources) if need_data or has_root else None
-    schedule = build_schedule(config, method_cls, spec, hparams, source.train_size if source else spec.train_size)
+    train_size = source.train_size if source else spec.train_size
+    if need_data and method_cls.sample_source == "bank":  # before laying out the rounds (a dry run reports the size)
+        check_bank_fits(planned_images(config, hparams, train_size), spec.in_chans, resolutions, device)
+    schedule = build_schedule(config, method_cls, spec, hparams, train_size)
     if schedule.source != method_cls.sample_source:
         raise UserError(f"{method_cls.name}: its hyper-parameters ({method_cls.Hparams.__name__}) build a "
                         f"{schedule.source} schedule, but the method samples from its {method_cls.sample_source}")
@@ -260,8 +269,6 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
         check_data_parallel(method_cls, hparams, config, world_size)
-    if need_data and schedule.source == "bank":  # a dry run reports the bank's size instead of refusing it
-        check_bank_fits(n_synthetic, spec.in_chans, resolutions, device)
     return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
                        source, schedule, world_size=world_size)
 

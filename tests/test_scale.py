@@ -153,3 +153,11 @@ def test_compile_with_the_eager_backend_matches_eager_mode() -> None:
 def test_a_bad_bank_budget_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--bank-gpu-gb"):
         runner.run(["fast"], ratio=0.05, out=tmp_path, device="cpu", bank_gpu_gb=-1.0)
+
+
+def test_a_ratio_whose_bank_cannot_fit_is_refused_with_the_estimate(tmp_path: Path) -> None:
+    """1e6 x the 1,437 digits training images at 32 px: a 4 TiB uint8 bank, refused before any work."""
+    with pytest.raises(UserError, match=r"needs about 4\d{3}\.\d GiB \(uint8\)") as refused:
+        runner.run(["fast"], ratio=1e6, out=tmp_path, device="cpu")
+    assert "\n" not in str(refused.value) and "--ratio" in str(refused.value)
+    assert not (tmp_path / "runs.csv").exists() and not (tmp_path / "runs").exists()
