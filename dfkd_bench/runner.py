@@ -409,29 +409,8 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
 
     tracker = RunTracker(trackers, out_dir, resolved.run_id, {**resolved.identity(), "run_id": resolved.run_id}) \
         if trackers else None
-    halvings = read_halvings(run_dir)
-    if halvings:
-        resolved = resolved.with_halvings(halvings)
-    tried: list[str] = []
     try:
-        while True:
-            hp = resolved.run_hparams
-            row.update(synth_batch=hp.synth_batch, kd_batch=hp.kd_batch, n_synthetic=resolved.n_synthetic)
-            tried.append(f"{hp.synth_batch}/{hp.kd_batch}")
-            try:
-                outcome, ctx = execute(resolved, teacher, test_split, run_dir, logged, tracker)
-                break
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                free_device_memory(resolved.device)
-                if not (resolved.config.auto_batch and resolved.can_halve()):
-                    raise OutOfMemory(f"out of memory at synth_batch/kd_batch {', '.join(tried)}: "
-                                      f"{str(exc).splitlines()[0][:120]}") from exc
-                log.info("out of memory at synth_batch/kd_batch %s; --auto-batch retries at half", tried[-1])
-                resolved = resolved.with_halvings(resolved.halvings + 1)
-                (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the rounds change with the batch sizes
-                write_json(run_dir / HALVINGS_FILE, {"halvings": resolved.halvings})
+        outcome, ctx = execute_fitting(resolved, teacher, test_split, run_dir, row, logged, tracker, log)
     except OutOfMemory as exc:
         row.update(status="oom", error=str(exc)[:300], student_acc="")
         log.error("oom: %s", exc)
@@ -472,6 +451,35 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         handler.close()
     write_run_row(out_dir, row)
     return row
+
+
+def execute_fitting(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSplit, run_dir: Path,
+                    row: dict[str, Any], on_round: RoundHook, tracker: RunTracker | None,
+                    log: logging.Logger) -> tuple[Any, MethodContext]:
+    """`execute`, restarted at half the batch sizes after an out-of-memory error under --auto-batch (down
+    to the floor), resuming at the sizes an interrupted run had reached; raises OutOfMemory when no size
+    is left to try. `row` gets the sizes in use."""
+    halvings = read_halvings(run_dir)
+    if halvings:
+        resolved = resolved.with_halvings(halvings)
+    tried: list[str] = []
+    while True:
+        hp = resolved.run_hparams
+        row.update(synth_batch=hp.synth_batch, kd_batch=hp.kd_batch)
+        tried.append(f"{hp.synth_batch}/{hp.kd_batch}")
+        try:
+            return execute(resolved, teacher, test_split, run_dir, on_round, tracker)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            free_device_memory(resolved.device)
+            if not (resolved.config.auto_batch and resolved.can_halve()):
+                raise OutOfMemory(f"out of memory at synth_batch/kd_batch {', '.join(tried)}: "
+                                  f"{str(exc).splitlines()[0][:120]}") from exc
+            log.info("out of memory at synth_batch/kd_batch %s; --auto-batch retries at half", tried[-1])
+            resolved = resolved.with_halvings(resolved.halvings + 1)
+            (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the rounds change with the batch sizes
+            write_json(run_dir / HALVINGS_FILE, {"halvings": resolved.halvings})
 
 
 def run_as_worker(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSplit,
