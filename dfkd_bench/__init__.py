@@ -1,6 +1,6 @@
 """dfkd-bench: a benchmark suite for data-free knowledge distillation."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .config import MethodHparams, RunConfig  # noqa: E402
 from .engine.method import Method, MethodContext, SyntheticBatch  # noqa: E402
