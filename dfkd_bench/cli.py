@@ -239,11 +239,9 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         if not sep or not t or not s:
             raise UserError(f"--pair {p!r} is malformed; expected TEACHER:STUDENT")
         pair_list.append((t, s))
-    if validating_group:
-        os.environ["WORLD_SIZE"] = str(nproc)  # validate as each rank will, before starting any process
-        dry_run = True
+    dry_run = dry_run or validating_group  # validate as each rank will, before starting any process
     printer = RunPrinter(quiet or launching)
-    with printer:
+    with distributed.sized_as(nproc if validating_group else None), printer:
         rows = run(_split(methods, str, "--methods"), dataset=dataset, ratio=_split(ratio, float, "--ratio"),
                    seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--sweep-resolutions"),
                    resolutions=_split(resolutions, int, "--multi-resolution"), teacher=teacher, student=student,
@@ -253,8 +251,6 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    amp=amp, compile=compile_models, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch,
                    time_budget=_split(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
                    trackers=_split(trackers, str, "--log"), **printer.callbacks())
-    if validating_group:
-        os.environ.pop("WORLD_SIZE")
     if launching:
         sys.exit(distributed.launch(nproc, _without_nproc(INVOCATION)))
     distributed.shutdown()

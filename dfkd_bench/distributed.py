@@ -138,6 +138,24 @@ def init_from_env(device_type: str) -> Group:
     return Group(dist.get_rank(), dist.get_world_size())
 
 
+@contextmanager
+def sized_as(world_size: int | None) -> Iterator[None]:
+    """Inside the block, runs resolve as in a group of `world_size` processes (WORLD_SIZE set, then
+    restored, whatever happens); None leaves the environment alone."""
+    if world_size is None:
+        yield
+        return
+    before = os.environ.get("WORLD_SIZE")
+    os.environ["WORLD_SIZE"] = str(world_size)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("WORLD_SIZE", None)
+        else:
+            os.environ["WORLD_SIZE"] = before
+
+
 def current_rank_is_main() -> bool:
     """Whether this process is rank 0 (torchrun's RANK; true outside torchrun), before joining the group."""
     return int(os.environ.get("RANK", "0")) == 0

@@ -17,30 +17,32 @@ import pytest
 import torch
 
 from dfkd_bench import runner
+from dfkd_bench.cli import main
 from dfkd_bench.distributed import Group
 from dfkd_bench.engine import checkpoint
 
-# 144 images (ratio 0.1) in 18 rounds of 8: long enough to be killed between two checkpoints
-SMALL = {"synth_batch": "8", "g_steps": "2", "kd_steps": "4", "kd_batch": "16", "final_kd_steps": "0",
-         "warmup_rounds": "1"}
+# Fast: 72 images (ratio 0.05) in 9 rounds of 8, long enough to be killed between two checkpoints;
+# DFAD (online): 9 fresh batches of 8 in rounds of 4 student steps
+SMALL = {"fast": {"synth_batch": "8", "g_steps": "2", "kd_steps": "4", "kd_batch": "16", "final_kd_steps": "0",
+                  "warmup_rounds": "1"},
+         "dfad": {"kd_batch": "8", "round_steps": "4"}}
 
 
-def sets(values: dict[str, str]) -> list[str]:
-    return [f"fast.{k}={v}" for k, v in values.items()]
+def sets(values: dict[str, dict[str, str]]) -> list[str]:
+    return [f"{m}.{k}={v}" for m, kv in values.items() for k, v in kv.items()]
 
 
-def command(out: Path, ratio: float, values: dict[str, str]) -> list[str]:
-    args = [sys.executable, "-m", "dfkd_bench", "run", "--methods", "fast", "--ratio", str(ratio), "--device", "cpu",
-            "--out", str(out), "--nproc", "2", "--quiet"]
+def command(out: Path, ratio: float, values: dict[str, dict[str, str]]) -> list[str]:
+    args = [sys.executable, "-m", "dfkd_bench", "run", "--methods", ",".join(values), "--ratio", str(ratio),
+            "--device", "cpu", "--out", str(out), "--nproc", "2", "--quiet"]
     for s in sets(values):
         args += ["--set", s]
     return args
 
 
-def row_of(out: Path) -> dict[str, str]:
+def rows_of(out: Path) -> dict[str, dict[str, str]]:
     with open(out / "runs.csv", newline="") as fh:
-        (row,) = list(csv.DictReader(fh))
-    return row
+        return {row["method"]: row for row in csv.DictReader(fh)}
 
 
 def test_group_shares_and_seeds() -> None:
@@ -51,13 +53,16 @@ def test_group_shares_and_seeds() -> None:
 
 
 def test_two_processes_finish_resume_after_a_kill_and_bank_every_image(tmp_path: Path, digits_teacher) -> None:
+    """Fast (a bank method) killed mid-run and resumed, then DFAD (an online method: each rank draws its
+    half of every fresh batch), in one `run --nproc 2` command."""
     out = tmp_path / "ddp"
-    run = subprocess.Popen(command(out, 0.1, SMALL), start_new_session=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen(command(out, 0.05, SMALL), start_new_session=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 300
     ckpt = None
     while time.time() < deadline and run.poll() is None:
-        found = list(out.glob("runs/*/checkpoint.pt"))
+        found = list(out.glob("runs/fast-*/checkpoint.pt"))
         if found and checkpoint.load(found[0])["state"].next_round >= 3:
             ckpt = found[0]
             break
@@ -69,47 +74,37 @@ def test_two_processes_finish_resume_after_a_kill_and_bank_every_image(tmp_path:
     assert saved["world_size"] == 2 and len(saved["ranks"]) == 2
     assert not torch.equal(saved["ranks"][0]["rng"]["generator"], saved["ranks"][1]["rng"]["generator"])
 
-    done = subprocess.run(command(out, 0.1, SMALL), capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command(out, 0.05, SMALL), capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    row = row_of(out)
-    assert row["status"] == "ok" and row["world_size"] == "2"
-    single = runner.run(["fast"], ratio=0.1, device="cpu", sets=sets(SMALL), dry_run=True)[0]
-    assert int(row["n_synthetic"]) == single.n_synthetic == 144
-    assert row["run_id"] != single.run_id  # two processes are a different run (their own RNG streams)
-    log = (out / "runs" / row["run_id"] / "log.txt").read_text()
-    rounds = [int(r) for r in re.findall(r"round (\d+)/18 ", log)]
-    assert rounds.count(1) == 1 and rounds[-1] == 18 and len(rounds) < 2 * 18  # resumed, not restarted
-    assert not (out / "runs" / row["run_id"] / "checkpoint.pt").exists()
+    rows = rows_of(out)
+    single = {r.method_cls.name: r for r in runner.run(list(SMALL), ratio=0.05, device="cpu", sets=sets(SMALL),
+                                                        dry_run=True)}
+    for method, row in rows.items():
+        assert row["status"] == "ok" and row["world_size"] == "2" and float(row["synth_tflop"]) > 0
+        assert int(row["n_synthetic"]) == single[method].n_synthetic == 72
+        assert row["run_id"] != single[method].run_id  # two processes are a different run (their own RNG streams)
+    log = (out / "runs" / rows["fast"]["run_id"] / "log.txt").read_text()
+    rounds = [int(r) for r in re.findall(r"round (\d+)/9 ", log)]
+    assert rounds.count(1) == 1 and rounds[-1] == 9 and len(rounds) < 2 * 9  # resumed, not restarted
+    assert not (out / "runs" / rows["fast"]["run_id"] / "checkpoint.pt").exists()
 
 
-def test_what_cannot_run_data_parallel_is_refused_before_starting(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "dfkd_bench", "run", "--methods", "fast", "--device", "cpu",
-                           "--out", str(tmp_path), "--nproc", "2", "--auto-batch"], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--auto-batch" in done.stderr
-    assert not (tmp_path / "runs.csv").exists()
-
-
-def test_an_online_method_runs_on_two_processes(tmp_path: Path, digits_teacher) -> None:
-    """DFAD: each rank draws its half of every fresh batch; the group sees the budget's 72 images."""
-    args = [sys.executable, "-m", "dfkd_bench", "run", "--methods", "dfad", "--ratio", "0.05", "--device", "cpu",
-            "--out", str(tmp_path), "--nproc", "2", "--quiet", "--set", "dfad.kd_batch=8", "--set", "dfad.round_steps=4"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    row = row_of(tmp_path)
-    assert row["status"] == "ok" and row["world_size"] == "2" and int(row["n_synthetic"]) == 72
-    assert float(row["synth_tflop"]) > 0
+def test_what_cannot_run_data_parallel_is_refused_before_starting(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--methods", "fast", "--device", "cpu", "--out", str(tmp_path), "--nproc", "2", "--auto-batch"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1 and "--auto-batch" in err
+    assert not (tmp_path / "runs.csv").exists() and "WORLD_SIZE" not in os.environ
 
 
 @pytest.mark.slow
 def test_two_processes_reach_the_single_process_accuracy(tmp_path: Path, digits_teacher) -> None:
     """The digits preset at ratio 0.05: both students well above chance and within 15 points."""
     single = runner.run(["fast"], ratio=0.05, out=tmp_path / "one", device="cpu")[0]
-    done = subprocess.run(command(tmp_path / "two", 0.05, {}), capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(command(tmp_path / "two", 0.05, {"fast": {}}), capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
-    two = row_of(tmp_path / "two")
+    two = rows_of(tmp_path / "two")["fast"]
     assert int(two["n_synthetic"]) == int(single["n_synthetic"])
     acc_one, acc_two = float(single["student_acc"]), float(two["student_acc"])
     assert acc_one > 60 and acc_two > 60 and abs(acc_one - acc_two) < 15, (acc_one, acc_two)

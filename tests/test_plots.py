@@ -274,8 +274,8 @@ def test_reference_results(tmp_path: Path) -> None:
     titles = [ax.get_title() for ax in curves.axes]
     assert titles[:4] == ["ratio 0.02", "ratio 0.05", "ratio 0.1", "ratio 0.2"]
     assert titles[4:] == [f"ratio ≤ 1, {b} s budget" for b in (5, 10, 20, 60)]
-    assert [len(ax.lines) for ax in curves.axes] == [8] * 4 + [4] * 4  # 4 methods x 2 resolutions; budgets at one
-    assert len(plots.make_figure("resolution", ref).axes) == 8
+    assert [len(ax.lines) for ax in curves.axes] == [18] * 4 + [9] * 4  # 9 methods x 2 resolutions; budgets at one
+    assert len(plots.make_figure("resolution", ref).axes) == 18  # accuracy and time, a row per method
     samples = plots.make_figure("samples", ref)
     assert [ax.get_title() for ax in samples.axes[:10]] == list(DIGIT_NAMES)
     written = plots.write_one(ref, "ratio-accuracy", tmp_path / "ratio.png")
