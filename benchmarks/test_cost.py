@@ -173,24 +173,23 @@ def describe(benchmark, method: Method) -> None:
                                 preset_steps=getattr(resolve_hparams(type(hp), presets, {}, method.name), steps))
 
 
+PHASES = {  # what one benchmark of a phase runs, and how many images it covers
+    "synthesis": lambda method: (synthesis_round(method), round_images(method)),
+    "kd": lambda method: (kd_step(method), method.hp.kd_batch),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
 @pytest.mark.parametrize("name", METHODS.names())
 @pytest.mark.parametrize("setting", list(SETTINGS))
-def test_synthesis_round_cost(benchmark, device: torch.device, peak_tflops, setting: str, name: str) -> None:
-    """One synthesis round: images/s, FLOPs per synthetic image, achieved TFLOP/s and share of the peak."""
+def test_phase_cost(benchmark, device: torch.device, peak_tflops, setting: str, name: str, phase: str) -> None:
+    """One synthesis round, or one student step on a kd_batch from the bank: images/s, FLOPs per image,
+    achieved TFLOP/s and share of the peak."""
     _need(SETTINGS[setting], device)
     method = build(SETTINGS[setting], device, name)
     describe(benchmark, method)
-    run(benchmark, method, synthesis_round(method), round_images(method), peak_tflops)
-
-
-@pytest.mark.parametrize("name", METHODS.names())
-@pytest.mark.parametrize("setting", list(SETTINGS))
-def test_kd_step_cost(benchmark, device: torch.device, peak_tflops, setting: str, name: str) -> None:
-    """One student step on a kd_batch from the bank: images/s, FLOPs per image, TFLOP/s, share of peak."""
-    _need(SETTINGS[setting], device)
-    method = build(SETTINGS[setting], device, name)
-    describe(benchmark, method)
-    run(benchmark, method, kd_step(method), method.hp.kd_batch, peak_tflops)
+    work, images = PHASES[phase](method)
+    run(benchmark, method, work, images, peak_tflops)
 
 
 @pytest.mark.parametrize("side", list(HALF_VS_FULL))
