@@ -1,6 +1,7 @@
 """A run's FLOP columns: counting each round's and step's work once per key gives the same totals as
-counting every round and step, for bank methods (warm-up, a first round without the student term,
-several resolutions) and an online one; and the runner writes them with the rate achieved."""
+counting every round and step, for bank methods (MUSE: warm-up and several resolutions; DeepInversion:
+a first round without the student term) and an online one (DAFL); MUSE fed natively at 16 px against
+NAYER at 32; and the counter's own overhead taken out of the synthesis seconds."""
 
 from __future__ import annotations
 
@@ -47,8 +48,7 @@ def totals(name: str, meter: FlopMeter, resolutions: tuple[int, ...], **override
     return dict(meter.totals)
 
 
-@pytest.mark.parametrize("name, resolutions", [("fast", (32,)), ("deepinversion", (32,)), ("muse", (16, 32)),
-                                               ("dafl", (32,))])
+@pytest.mark.parametrize("name, resolutions", [("deepinversion", (32,)), ("muse", (16, 32)), ("dafl", (32,))])
 def test_counting_once_per_key_matches_counting_every_time(name: str, resolutions: tuple[int, ...]) -> None:
     cached, every = totals(name, FlopMeter(), resolutions), totals(name, CountEveryTime(), resolutions)
     assert cached == every and cached["synth"] > 0 and cached["kd"] > 0

@@ -85,7 +85,7 @@ def test_auto_batch_retries_at_half_size_with_the_same_images(tmp_path: Path, di
 
 def test_auto_batch_stops_at_its_floor(tmp_path: Path, digits_teacher, tiny, monkeypatch: pytest.MonkeyPatch) -> None:
     out_of_memory_above(monkeypatch, 1)
-    runner.run(["fast"], ratio=0.05, out=tmp_path, device="cpu", auto_batch=True, sets=tiny_sets(tiny, "fast"))
+    runner.run(["fast"], ratio=0.02, out=tmp_path, device="cpu", auto_batch=True, sets=tiny_sets(tiny, "fast"))
     row = rows_of(tmp_path)["fast"]
     assert row["status"] == "oom"
     assert "16/32, 8/16, 4/8" in row["error"]  # halved down to the floor of 4, then recorded
