@@ -32,9 +32,11 @@ def sets(values: dict[str, dict[str, str]]) -> list[str]:
     return [f"{m}.{k}={v}" for m, kv in values.items() for k, v in kv.items()]
 
 
-def command(out: Path, ratio: float, values: dict[str, dict[str, str]]) -> list[str]:
-    args = [sys.executable, "-m", "dfkd_bench", "run", "--methods", ",".join(values), "--ratio", str(ratio),
-            "--device", "cpu", "--out", str(out), "--nproc", "2", "--quiet"]
+def command(out: Path, ratio: float, values: dict[str, dict[str, str]], torchrun: bool = False) -> list[str]:
+    """`dfkd-bench run --nproc 2 ...`, or with `torchrun` the same run started by torchrun itself."""
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"] if torchrun else []
+    args = [sys.executable, *launcher, "-m", "dfkd_bench", "run", "--methods", ",".join(values), "--ratio", str(ratio),
+            "--device", "cpu", "--out", str(out), "--quiet", *([] if torchrun else ["--nproc", "2"])]
     for s in sets(values):
         args += ["--set", s]
     return args
@@ -53,11 +55,11 @@ def test_group_shares_and_seeds() -> None:
 
 
 def test_two_processes_finish_resume_after_a_kill_and_bank_every_image(tmp_path: Path, digits_teacher) -> None:
-    """Fast (a bank method) killed mid-run and resumed, then DFAD (an online method: each rank draws its
-    half of every fresh batch), in one `run --nproc 2` command."""
+    """Fast (a bank method) started by torchrun and killed mid-run, then resumed by `run --nproc 2`, which
+    also runs DFAD (an online method: each rank draws its half of every fresh batch)."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.Popen(command(out, 0.05, SMALL), start_new_session=True, stdout=subprocess.PIPE,
+    run = subprocess.Popen(command(out, 0.05, SMALL, torchrun=True), start_new_session=True, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + 300
     ckpt = None

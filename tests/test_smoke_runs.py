@@ -154,7 +154,9 @@ def muse_args(out: Path, root: Path, *extra: str) -> list[str]:
 CHEAP = ("--resolution", "32", "--set", "muse.feed=native")
 
 
-@pytest.mark.parametrize("teacher", ["imported .pth", "--teacher-checkpoint .safetensors"])
+# the .safetensors loader itself is covered quickly by test_teachers_import; its full smoke run is slow-marked
+@pytest.mark.parametrize("teacher", ["imported .pth",
+                                     pytest.param("--teacher-checkpoint .safetensors", marks=pytest.mark.slow)])
 def test_muse_smoke_on_imagenette_with_a_1000_class_teacher(teacher: str, tmp_path: Path, nette_root: Path,
                                                             imported_tv_teacher: TeacherCard,
                                                             tv_checkpoints: dict[str, Path]) -> None:
