@@ -1,7 +1,7 @@
 """Cost of every method's synthesis round and KD step, in seconds and in FLOPs (pytest-benchmark; not
 part of the test suite).
 
-Run: `.venv/bin/python -m pytest benchmarks/test_cost.py --benchmark-enable [--device cuda]`. Digits
+Run: `.venv/bin/python -m pytest benchmarks/test_cost.py -n 0 --benchmark-enable [--device cuda]`. Digits
 runs everywhere; CIFAR (32 px) and ImageNet (112 and 224 px) settings run on CUDA only. Each benchmark
 counts the FLOPs of one call (engine.flops.count_flops, which doubles as the warm-up), times the call
 with the device synchronised, and records in extra_info: images per second, FLOPs per synthetic image,

@@ -1,7 +1,7 @@
 """Evaluation throughput on an ImageNet-layout test split: decoding the JPEG folder, reading the uint8
 cache, and a whole evaluation from the cache (images/s = images / mean).
 
-Run: `.venv/bin/python -m pytest benchmarks/test_eval_throughput.py --benchmark-enable [--device cuda]`.
+Run: `.venv/bin/python -m pytest benchmarks/test_eval_throughput.py -n 0 --benchmark-enable [--device cuda]`.
 The folder is synthetic (random-texture JPEGs at ImageNet's typical 500x375), so decoding cost is real.
 """
 

@@ -1,6 +1,6 @@
 """Throughput of the hot paths (pytest-benchmark; not part of the test suite).
 
-Run: `.venv/bin/python -m pytest benchmarks --benchmark-enable [--device cuda]`. Each benchmark
+Run: `.venv/bin/python -m pytest benchmarks -n 0 --benchmark-enable [--device cuda]`. Each benchmark
 synchronises the device inside the timed call, so GPU figures are wall-clock.
 """
 
