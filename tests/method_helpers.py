@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -58,6 +59,30 @@ def assert_valid_draws(method: Any, resolution: int = 32) -> None:
         assert batch.images.min() >= 0 and batch.images.max() <= 1
         assert batch.labels.shape == (n,) and batch.labels.dtype == torch.long
         assert batch.labels.min() >= 0 and batch.labels.max() < 10
+
+
+def assert_same_next_draw(method: Any, other: Any) -> None:
+    """With the run's RNG reseeded alike, both methods draw the same images and labels."""
+    method.ctx.generator.manual_seed(11)
+    other.ctx.generator.manual_seed(11)
+    a, b = method.draw(4), other.draw(4)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+
+
+def assert_state_round_trip(make: Any) -> None:
+    """An online method restored from a deep copy of its state_dict (as from a checkpoint) into a fresh
+    generator on the same teacher and student draws the same images, and trains on identically (the
+    generator's optimiser state came along too)."""
+    method = make(make_ctx(seed=0))
+    method.train_generator(RoundInfo.standalone())
+    other = make(make_ctx(seed=0))
+    assert not all(torch.equal(p, q) for p, q in zip(method.generator.parameters(), other.generator.parameters()))
+    other.load_state_dict(copy.deepcopy(method.state_dict()))
+    assert_same_next_draw(method, other)
+    method.train_generator(RoundInfo.standalone())
+    other.train_generator(RoundInfo.standalone())
+    for p, q in zip(method.generator.parameters(), other.generator.parameters()):
+        assert torch.equal(p, q)
 
 
 def assert_online_budgets(cls: type[Method], n_total: int = 144) -> None:

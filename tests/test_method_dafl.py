@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import copy
 import math
 
 import pytest
@@ -17,7 +16,7 @@ from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo
 from dfkd_bench.engine import negative_batch_entropy, pseudo_label_ce
 from dfkd_bench.methods.dafl import Dafl
-from method_helpers import assert_online_budgets, assert_valid_draws, fixed_step, make_ctx, make_online
+from method_helpers import assert_online_budgets, assert_state_round_trip, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_dafl = partial(make_online, Dafl)
 
@@ -51,19 +50,7 @@ def test_generator_loss_falls() -> None:
 
 
 def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
-    method = make_dafl(make_ctx(seed=0))
-    method.train_generator(RoundInfo.standalone())
-    other = make_dafl(make_ctx(seed=0))  # the same teacher (restored by the engine), a fresh generator
-    assert not all(torch.equal(p, q) for p, q in zip(method.generator.parameters(), other.generator.parameters()))
-    other.load_state_dict(copy.deepcopy(method.state_dict()))  # as a checkpoint would: no shared tensors
-    method.ctx.generator.manual_seed(11)
-    other.ctx.generator.manual_seed(11)
-    a, b = method.draw(4), other.draw(4)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
-    method.train_generator(RoundInfo.standalone())  # the optimiser state came along too
-    other.train_generator(RoundInfo.standalone())
-    for p, q in zip(method.generator.parameters(), other.generator.parameters()):
-        assert torch.equal(p, q)
+    assert_state_round_trip(make_dafl)
 
 
 def test_information_entropy_is_lowest_for_a_balanced_batch() -> None:

@@ -13,7 +13,7 @@ from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo, StudentStep
 from dfkd_bench.methods.dfad import Dfad, logit_discrepancy
-from method_helpers import assert_valid_draws, fixed_step, make_ctx, make_online
+from method_helpers import assert_same_next_draw, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_dfad = partial(make_online, Dfad)
 
@@ -44,10 +44,7 @@ def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
     other.load_state_dict(method.state_dict())
     steps = [float(s["step"]) for s in method.generator_optimizer.state_dict()["state"].values()]
     assert steps and steps == [float(s["step"]) for s in other.generator_optimizer.state_dict()["state"].values()]
-    method.ctx.generator.manual_seed(11)
-    other.ctx.generator.manual_seed(11)
-    a, b = method.draw(4), other.draw(4)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert_same_next_draw(method, other)
 
 
 def test_adversarial_term_is_minus_l1_and_the_student_minimises_plus_l1() -> None:

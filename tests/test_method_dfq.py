@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from functools import partial
 
-import copy
 import math
 
 import pytest
@@ -16,7 +15,7 @@ from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo
 from dfkd_bench.methods.dfq import Dfq
-from method_helpers import assert_online_budgets, assert_valid_draws, fixed_step, make_ctx, make_online
+from method_helpers import assert_online_budgets, assert_state_round_trip, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_dfq = partial(make_online, Dfq)
 
@@ -43,19 +42,7 @@ def test_generator_loss_falls() -> None:
 
 
 def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
-    method = make_dfq(make_ctx(seed=0))
-    method.train_generator(RoundInfo.standalone())
-    other = make_dfq(make_ctx(seed=0))  # the same teacher and student (restored by the engine), a fresh generator
-    assert not all(torch.equal(p, q) for p, q in zip(method.generator.parameters(), other.generator.parameters()))
-    other.load_state_dict(copy.deepcopy(method.state_dict()))  # as a checkpoint would: no shared tensors
-    method.ctx.generator.manual_seed(11)
-    other.ctx.generator.manual_seed(11)
-    a, b = method.draw(4), other.draw(4)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
-    method.train_generator(RoundInfo.standalone())  # the optimiser state came along too
-    other.train_generator(RoundInfo.standalone())
-    for p, q in zip(method.generator.parameters(), other.generator.parameters()):
-        assert torch.equal(p, q)
+    assert_state_round_trip(make_dfq)
 
 
 def test_adversarial_term_is_minus_the_kl_and_vanishes_for_a_perfect_student() -> None:

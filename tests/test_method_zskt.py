@@ -15,7 +15,7 @@ from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo, StudentStep, kd_loss
 from dfkd_bench.methods.zskt import BlockOutputs, Zskt, attention_map, attention_transfer
-from method_helpers import assert_valid_draws, fixed_step, make_ctx, make_online
+from method_helpers import assert_same_next_draw, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_zskt = partial(make_online, Zskt)
 
@@ -67,10 +67,7 @@ def test_state_dict_round_trip_gives_the_same_next_draw() -> None:
     method.train_generator(RoundInfo.standalone())
     other = make_zskt(make_ctx(seed=5))
     other.load_state_dict(method.state_dict())
-    method.ctx.generator.manual_seed(11)
-    other.ctx.generator.manual_seed(11)
-    a, b = method.draw(4), other.draw(4)
-    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert_same_next_draw(method, other)
 
 
 def test_attention_transfer_is_zero_for_identical_features_and_skips_unmatched_sizes() -> None:

@@ -13,7 +13,9 @@ GIB = 1 << 30
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """[0,1] floats to uint8 (round to nearest), the same quantisation a PNG would apply."""
+    """[0,1] floats to uint8 (round to nearest), the same quantisation a PNG would apply; uint8 stays as is."""
+    if images.dtype == torch.uint8:
+        return images.detach()
     return images.detach().clamp(0, 1).mul(255).round_().to(torch.uint8)
 
 
@@ -80,7 +82,7 @@ class SyntheticBank:
         return sum(self.images(r).numel() for r in self._count)
 
     def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Append a batch of [0,1] images (N, C, r, r) with their labels."""
+        """Append a batch of [0,1] images (N, C, r, r), or images already quantised to uint8, with their labels."""
         res, n = int(images.shape[-1]), images.shape[0]
         count = self._count.get(res, 0)
         if res not in self._images or count + n > self._images[res].shape[0]:

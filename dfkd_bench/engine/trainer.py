@@ -11,11 +11,10 @@ from typing import Callable
 import torch
 
 from . import checkpoint
-from .bank import SyntheticBank
+from .bank import SyntheticBank, to_uint8
 from .budget import TimeBudget, cosine_tail
 from .distill import Distiller
 from ..data.split import EvalSplit
-from .bank import to_float, to_uint8
 from .evaluate import correct_predictions
 from .flops import FlopMeter
 from .method import Method, MethodContext
@@ -242,11 +241,10 @@ class DistillationRun:
             self.timer.discount("synth", max(0.0, overhead))
 
     def _gathered(self, images: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every rank's new images (as uint8, what the bank keeps) and labels, in rank order."""
+        """Every rank's new images and labels, in rank order; gathered as uint8, which the bank keeps as is."""
         if not self.group.active:
             return images, labels
-        return (to_float(self.group.all_gather_rows(to_uint8(images), total)),
-                self.group.all_gather_rows(labels, total))
+        return self.group.all_gather_rows(to_uint8(images), total), self.group.all_gather_rows(labels, total)
 
     def _out_of_time(self, rounds_done: int) -> bool:
         """At a round boundary: has the time budget (if any) run out, final KD included? (Decided alike
