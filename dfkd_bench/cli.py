@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -211,6 +212,8 @@ def _maybe_download(dataset: str, data_root: str | None, download: bool) -> None
 @click.option("--log", "trackers", default=None,
               help="Live tracking: tensorboard and/or wandb (comma-separated; extras of the same names).")
 @click.option("--dry-run", is_flag=True, help="Print each run's schedule (rounds, images, KD steps, resets); run nothing.")
+@click.option("--format", "output_format", default="text", show_default=True, type=click.Choice(["text", "json"]),
+              help="With --dry-run: json prints each run's whole plan (schedule, student recipe, generator size).")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student: str | None,
@@ -219,10 +222,14 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
             classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
             sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
             compile_models: bool, bank_gpu_gb: float | None, auto_batch: bool,
-            time_budget: str | None, nproc: int, trackers: str | None, dry_run: bool, force: bool, quiet: bool) -> None:
+            time_budget: str | None, nproc: int, trackers: str | None, dry_run: bool, output_format: str,
+            force: bool, quiet: bool) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from . import distributed
     from .runner import bank_bytes, run
+
+    if output_format == "json" and not dry_run:
+        raise UserError("--format json prints the plans of a --dry-run; add --dry-run")
 
     validating_group = nproc > 1 and not distributed.launched_by_torchrun()
     launching = validating_group and not dry_run
@@ -255,6 +262,11 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         sys.exit(distributed.launch(nproc, _without_nproc(INVOCATION)))
     distributed.shutdown()
     if not distributed.current_rank_is_main():
+        return
+    if dry_run and output_format == "json":
+        from .plan import run_plan
+
+        click.echo(json.dumps([run_plan(res) for res in rows], indent=1))
         return
     if dry_run:
         for res in rows:

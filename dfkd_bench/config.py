@@ -72,6 +72,10 @@ class MethodHparams:
                                    kd_per_image=2 * self.kd_per_image, final_kd_steps=2 * self.final_kd_steps,
                                    warmup_rounds=2 * self.warmup_rounds)
 
+    def student_loss_label(self) -> str:
+        """The student's loss as the run's plan names it; methods with another criterion override it."""
+        return f"KL at T={self.temperature:g} (x T^2)"
+
     def generator_resets(self) -> tuple[int, bool]:
         """(g_life in rounds, reset_l0 on) for the equal protocol; generator methods override it."""
         return 0, False

@@ -17,7 +17,7 @@ RUNS_COLUMNS = [
     "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "peak_mem_mb", "device",
     "status", "error", "started_at", "version", "smoke", "protocol", "time_budget",
     "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop", "kd_tflop",
-    "synth_tflops", "kd_tflops",
+    "synth_tflops", "kd_tflops", "protocol_notes",
 ]
 
 

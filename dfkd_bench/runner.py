@@ -341,7 +341,8 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
             "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
-            "budget": resolved.schedule.budget, "world_size": resolved.world_size}
+            "budget": resolved.schedule.budget, "world_size": resolved.world_size,
+            "protocol_notes": resolved.schedule.protocol_notes()}
 
 
 class OutOfMemory(RuntimeError):

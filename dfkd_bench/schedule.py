@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 PROTOCOLS = ("equal", "paper")
 
@@ -69,6 +69,7 @@ class ReferenceSchedule:
     reference_epochs: int = 0
     kd_every_round: bool = False  # Fast: ep_steps // kd_steps rounds an epoch, each followed by its KD share
     source: str = ""
+    note: str = ""  # a choice made in replaying it (e.g. which of a reference's scripts), kept in the row
 
 
 @dataclass
@@ -110,8 +111,47 @@ class Schedule:
     def reset_rounds(self) -> list[int]:
         return [r.index for r in self.rounds if r.reset_generator]
 
+    def ends_epoch(self, index: int) -> bool:
+        """True when round `index` is the last round of its epoch (every round, under the equal protocol)."""
+        return index == len(self.rounds) - 1 or self.rounds[index + 1].epoch != self.rounds[index].epoch
+
+    def steps_lr_after(self, index: int) -> bool:
+        """True when the per-epoch cosine (`lr_per_epoch`) steps after round `index`: the end of a
+        post-warm-up epoch, as the reference scripts step their scheduler once an epoch."""
+        return self.lr_per_epoch and self.ends_epoch(index) and not self.rounds[index].warmup
+
+    def evaluates_after(self, index: int, eval_every: int) -> bool:
+        """True when the student is evaluated after round `index`: at the end of every `eval_every`-th
+        epoch (the references evaluate once an epoch), except after the last round when final KD
+        steps follow (the evaluation then comes after them)."""
+        if not self.ends_epoch(index) or (self.rounds[index].epoch + 1) % eval_every:
+            return False
+        return not (index == len(self.rounds) - 1 and self.final_kd_steps > 0)
+
+    def eval_points(self, eval_every: int) -> list[int]:
+        """The rounds completed at each evaluation of an uninterrupted run (the last is the final one)."""
+        points = [r.index + 1 for r in self.rounds if self.evaluates_after(r.index, eval_every)]
+        return points if points and points[-1] == len(self.rounds) else [*points, len(self.rounds)]
+
+    def student_lrs(self, lr: float, min_ratio: float) -> list[float]:
+        """The student's learning rate at each post-warm-up epoch boundary: the rate the epoch's first
+        KD step uses (per-epoch cosine), or the per-step cosine's rate there, and the rate at the end."""
+        factor = cosine_factor(1.0, min_ratio, self.lr_steps)
+        if self.lr_per_epoch:
+            return [lr * factor(e) for e in range(self.lr_steps + 1)]
+        done, rates = 0, []
+        for r in self.rounds:
+            if r.kd_steps and not r.warmup:
+                rates.append(lr * factor(done))
+                done += r.kd_steps
+        return [*rates, lr * factor(self.kd_steps)]
+
     def reset_l0_rounds(self) -> list[int]:
         return [r.index for r in self.rounds if r.reset_l0]
+
+    def protocol_notes(self) -> str:
+        """What the row records of the protocol: the reference script replayed and any stated choice."""
+        return "; ".join(str(self.notes[k]) for k in ("source", "note") if self.notes.get(k))
 
     def describe(self) -> str:
         """One paragraph a user reads before a long run (`run --dry-run`)."""
@@ -125,6 +165,15 @@ class Schedule:
                 f"bank); student cosine over {self.lr_steps} {'epochs' if self.lr_per_epoch else 'steps'}; "
                 f"generator resets {len(resets)}{f' (rounds {shown})' if resets else ''}; "
                 f"reset_l0 {('at round ' + str(l0[0])) if l0 else 'none'}")
+
+
+def cosine_factor(start: float, end: float, steps: int) -> Callable[[int], float]:
+    """A cosine from `start` down to `end` over `steps` (flat at `end` after): the student's learning-rate
+    factor, per KD step (equal) or per post-warm-up epoch (paper)."""
+    def factor(step: int) -> float:
+        progress = min(step, steps) / max(1, steps)
+        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
 
 
 def spread(total: int, parts: int) -> list[int]:
@@ -172,7 +221,7 @@ def paper_schedule(n_total: int, synth_batch: int, ref: ReferenceSchedule) -> Sc
                                    reset_generator=reset and loop == 0,
                                    reset_l0=ref.reset_l0_epoch is not None and ep == ref.reset_l0_epoch
                                    and loop == 0))
-    return Schedule("paper", infos, 0, lr_per_epoch=True, notes={"source": ref.source, "epochs": epochs})
+    return Schedule("paper", infos, 0, lr_per_epoch=True, notes={"source": ref.source, "note": ref.note, "epochs": epochs})
 
 
 def online_schedule(student_steps: int, batches: int, batch: int, round_steps: int, budget: str = "images") -> Schedule:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 from ..schedule import Schedule
 
 
@@ -41,11 +39,3 @@ class TimeBudget:
         projected = per_step * self.scaled_final_steps(schedule, rounds_done)
         return synth_s + kd_s + projected >= self.seconds
 
-
-def cosine_tail(start_factor: float, end_factor: float, steps: int) -> Callable[[int], float]:
-    """A cosine from `start_factor` down to `end_factor` over `steps`: the student's learning rate
-    for a final KD phase shortened by a budget, so the stopped run still ends annealed."""
-    def factor(step: int) -> float:
-        progress = min(step, steps) / max(1, steps)
-        return end_factor + (start_factor - end_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor

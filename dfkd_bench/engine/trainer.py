@@ -12,13 +12,13 @@ import torch
 
 from . import checkpoint
 from .bank import SyntheticBank, to_uint8
-from .budget import TimeBudget, cosine_tail
+from .budget import TimeBudget
 from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import correct_predictions
 from .flops import FlopMeter
 from .method import Method, MethodContext
-from ..schedule import RoundInfo, Schedule, online_draws, spread
+from ..schedule import RoundInfo, Schedule, cosine_factor, online_draws, spread
 from .timing import PhaseTimer
 
 
@@ -106,7 +106,7 @@ class DistillationRun:
         params = list(ctx.student.parameters()) + method.student_parameters()
         self.optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           cosine_tail(1.0, hp.lr_min_ratio, self.schedule.lr_steps))
+                                                           cosine_factor(1.0, hp.lr_min_ratio, self.schedule.lr_steps))
         self.flops = FlopMeter()
         self._counted_seconds: dict[tuple, float] = {}  # synthesis seconds of rounds run under the FLOP counter
         self.distiller = Distiller(ctx, method, self.optimizer,
@@ -263,7 +263,7 @@ class DistillationRun:
         if steps > 0 and not self.schedule.lr_per_epoch:
             current = self.scheduler.get_last_lr()[0] / max(self.scheduler.base_lrs[0], 1e-12)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-                self.optimizer, cosine_tail(current, self.hp.lr_min_ratio, steps))
+                self.optimizer, cosine_factor(current, self.hp.lr_min_ratio, steps))
             self.distiller.scheduler = self.scheduler
         return steps
 
@@ -282,11 +282,9 @@ class DistillationRun:
                 self._bank_round(info)
             if self.online:
                 self.state.images_seen += info.images
-            if self.schedule.lr_per_epoch and info.kd_steps > 0:
+            if self.schedule.steps_lr_after(r):
                 self.scheduler.step()  # the reference's cosine steps once per post-warm-up epoch
-            is_last = r == self.rounds - 1
-            final = self.schedule.final_kd_steps
-            if (r + 1) % self.hp.eval_every == 0 and not (is_last and final > 0):
+            if self.schedule.evaluates_after(r, self.hp.eval_every):
                 self._evaluate(r + 1)
             self.state.next_round = r + 1
             self.state.seconds = self.timer.seconds

@@ -1,0 +1,81 @@
+"""A run's whole plan as data (`run --dry-run --format json`): what it will synthesise, train and
+evaluate, decided before any work, so schedules can be compared with the reference scripts' numbers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .config import hparams_dict
+from .schedule import Schedule
+
+if TYPE_CHECKING:
+    from .runner import ResolvedRun
+
+
+def schedule_plan(schedule: Schedule, lr: float, lr_min_ratio: float, eval_every: int) -> dict[str, Any]:
+    """The schedule's numbers: images, rounds, warm-up, KD steps (in all and after each round), the
+    student's learning rate at each post-warm-up epoch boundary, resets and evaluation points."""
+    return {
+        "protocol": schedule.protocol, "sample_source": schedule.source, "budget": schedule.budget,
+        "reference": schedule.notes.get("source", ""), "notes": schedule.notes.get("note", ""),
+        "images": schedule.images, "rounds": len(schedule.rounds),
+        "epochs": len({r.epoch for r in schedule.rounds}), "warmup_rounds": schedule.warmup_rounds,
+        "kd_steps": schedule.kd_steps, "kd_steps_after_round": [r.kd_steps for r in schedule.rounds],
+        "final_kd_steps": schedule.final_kd_steps,
+        "lr_schedule": "cosine per post-warm-up epoch" if schedule.lr_per_epoch else "cosine per KD step",
+        "student_lr": schedule.student_lrs(lr, lr_min_ratio),
+        "generator_resets": schedule.reset_rounds(), "reset_l0": schedule.reset_l0_rounds(),
+        "eval_points": schedule.eval_points(eval_every),
+    }
+
+
+def generator_parameters(resolved: "ResolvedRun") -> int:
+    """Parameters of the method's generator (0 for pixel-optimising methods), counted on a method built
+    on the CPU with untrained models: no data, teacher weights or accelerator needed."""
+    from .engine import GeneratorMethod, MethodContext
+    from .models import create_model
+
+    spec = resolved.spec
+    if not issubclass(resolved.method_cls, GeneratorMethod):
+        return 0
+    teacher = create_model(resolved.teacher, spec.num_classes, spec.in_chans)
+    student = create_model(resolved.student, spec.num_classes, spec.in_chans)
+    ctx = MethodContext.create(teacher, student, spec, resolved.config.seed, resolved.resolutions, "cpu", "off",
+                               label_embeddings_loader=lambda: _embeddings_shape_only(resolved))
+    method = resolved.method_cls(ctx, resolved.run_hparams)
+    try:
+        return sum(p.numel() for p in method.generator.parameters())
+    finally:
+        method.close()
+
+
+def _embeddings_shape_only(resolved: "ResolvedRun") -> torch.Tensor:
+    """Zeros shaped like the run's label embeddings (its own file's width, else the shipped files' 384):
+    the generator's size depends only on the width."""
+    from .label_embeddings import load_label_embeddings
+
+    path = resolved.config.label_embeddings
+    width = load_label_embeddings(path=path).vectors.shape[1] if path else SHIPPED_EMBEDDING_WIDTH
+    return torch.zeros(resolved.spec.num_classes, width)
+
+
+SHIPPED_EMBEDDING_WIDTH = 384  # all-MiniLM-L6-v2, the width of every label-embedding file the package ships
+
+
+def run_plan(resolved: "ResolvedRun") -> dict[str, Any]:
+    """One run's plan: its identity, the student's recipe and loss, the generator's size and the schedule."""
+    hp, config = resolved.run_hparams, resolved.config
+    return {
+        "run_id": resolved.run_id, "method": resolved.method_cls.name, "dataset": resolved.spec.name,
+        "teacher": resolved.teacher, "student": resolved.student, "ratio": config.ratio,
+        "resolutions": list(resolved.resolutions), "seed": config.seed, "world_size": resolved.world_size,
+        "time_budget": config.time_budget,
+        "student_recipe": {"batch": hp.kd_batch, "lr": hp.lr, "lr_min": hp.lr * hp.lr_min_ratio,
+                           "momentum": hp.momentum, "weight_decay": hp.weight_decay,
+                           "temperature": hp.temperature, "loss": hp.student_loss_label()},
+        "generator_parameters": generator_parameters(resolved),
+        "schedule": schedule_plan(resolved.schedule, hp.lr, hp.lr_min_ratio, hp.eval_every),
+        "hparams": hparams_dict(hp),
+    }
