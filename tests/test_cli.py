@@ -229,7 +229,16 @@ BAD_INPUTS = {
     "missing plugin": (["--plugin", "{tmp}/nothing.py"], ["--plugin", "no such file"]),
     "broken plugin": (["--plugin", "{broken}"], ["failed to import", "ZeroDivisionError"]),
     "unknown option": (["--nope"], ["No such option", "--nope"]),
+    "out is a file": (["--out", "{broken}"], ["broken.py is a file, not a folder"]),
+    "out under a file": (["--out", "{broken}/results"], ["broken.py is a file, not a folder"]),
 }
+
+
+def test_repeated_and_empty_method_names_warn_once(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, stderr = run_cli(["run", "--methods", "fast,,FAST,nayer", "--dry-run"], capsys)
+    assert code == 0, stderr
+    assert stderr.splitlines() == ["warning: --methods: dropped repeated fast and empty names; running fast,nayer"]
+    assert stdout.count(": fast digits") == 1 and stdout.count(": nayer digits") == 1
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))

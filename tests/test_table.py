@@ -94,16 +94,16 @@ def test_multi_level_and_single_seed(results: Path) -> None:
     out = ok(["table", "--results", str(results), "--rows", "method,ratio", "--cols", "seed"])
     lines = [line for line in out.splitlines() if line.startswith("| ")]
     assert lines[0] == "| method | ratio | seed=0 | seed=1 | seed=2 |"
-    assert "| fast | 0.1 | 90.0 ± 0.0 (1) | 91.0 ± 0.0 (1) | 92.0 ± 0.0 (1) |" in lines
-    assert "| fast | 0.5 | **94.0 ± 0.0 (1)** | **94.5 ± 0.0 (1)** | **95.5 ± 0.0 (1)** |" in lines
+    assert "| fast | 0.1 | 90.0 ± — (1) | 91.0 ± — (1) | 92.0 ± — (1) |" in lines
+    assert "| fast | 0.5 | **94.0 ± — (1)** | **94.5 ± — (1)** | **95.5 ± — (1)** |" in lines
     two_cols = md_cells(ok(["table", "--results", str(results), "--rows", "method", "--cols", "ratio,resolution"]))
     assert two_cols["method"] == ["ratio=0.1, resolution=32", "ratio=0.5, resolution=32"]
 
 
 def test_time_to_accuracy(results: Path) -> None:
     table = md_cells(ok(["table", "--results", str(results), "--metric", "t95_s"]))
-    assert table["fast"] == ["—", "500.0 ± 0.0 (1)"]
-    assert table["nayer"] == ["—", "**420.0 ± 0.0 (1)**"]
+    assert table["fast"] == ["—", "500.0 ± — (1)"]
+    assert table["nayer"] == ["—", "**420.0 ± — (1)**"]
     assert md_cells(ok(["table", "--results", str(results), "--metric", "t95_s", "--threshold", "95"])) == table
 
 

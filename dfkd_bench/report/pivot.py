@@ -27,7 +27,7 @@ _TTA = re.compile(r"^t(\d+(?:\.\d+)?)_s$")
 
 @dataclass
 class Cell:
-    """One table cell: mean, std over seeds (ddof=1, 0.0 for one) and how many runs; or a published number."""
+    """One table cell: mean, std over seeds (ddof=1; shown as — for one run) and how many runs; or a published number."""
 
     mean: float = float("nan")
     std: float = 0.0
@@ -40,7 +40,8 @@ class Cell:
             return " / ".join(f"{v:.1f}" for v in self.published)
         if self.n == 0:
             return "—"
-        return f"{self.mean:.1f} ± {self.std:.1f} ({self.n})"
+        spread = f"{self.std:.1f}" if self.n > 1 else "—"  # one run has no spread to report
+        return f"{self.mean:.1f} ± {spread} ({self.n})"
 
 
 @dataclass
