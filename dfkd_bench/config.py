@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
-from .schedule import ReferenceSchedule, Schedule, equal_schedule
+from .schedule import ReferenceSchedule, Schedule, equal_schedule, paper_schedule
 from .errors import UserError
 
 
@@ -91,6 +91,11 @@ class MethodHparams:
         return equal_schedule(n_total, self.synth_batch, rate, self.warmup_rounds, self.warmup_fraction,
                               self.final_kd_steps, g_life, fraction)
 
+    def paper_schedule(self, n_total: int, reference: ReferenceSchedule) -> Schedule:
+        """The paper protocol's rounds: the reference's epochs, as many as the image budget fills
+        (online methods override it with the reference's own run)."""
+        return paper_schedule(n_total, self.synth_batch, reference)
+
     @staticmethod
     def check_choice(method: str, name: str, value: str, choices: tuple[str, ...]) -> None:
         """A string knob must be one of `choices`."""
@@ -139,13 +144,14 @@ def smoke_overrides(cls: type[MethodHparams]) -> dict[str, Any]:
 
 
 # The equal protocol's shared student recipe per dataset: every method distils with the same KD rate
-# (student steps per synthetic image), batch, learning rate, weight decay and temperature. (The digits
-# presets already share one.) Under `--protocol paper` each method keeps its reference's recipe.
+# (student steps per synthetic image), batch, learning rate and its cosine's floor, weight decay and
+# temperature. (The digits presets already share one.) Under `--protocol paper` each method keeps its reference's recipe.
 EQUAL_RECIPES: dict[str, dict[str, Any]] = {
-    "cifar10": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, weight_decay=1e-4, temperature=20.0),
-    "cifar100": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, weight_decay=1e-4, temperature=20.0),
-    "tinyimagenet": dict(kd_per_image=1.0, kd_batch=256, lr=0.1, weight_decay=1e-4, temperature=20.0),
-    "imagenet": dict(kd_per_image=1.0, kd_batch=128, lr=0.1, weight_decay=1e-4, temperature=5.0),
+    "cifar10": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=20.0),
+    "cifar100": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=20.0),
+    "tinyimagenet": dict(kd_per_image=1.0, kd_batch=256, lr=0.1, lr_min_ratio=1e-3, weight_decay=1e-4,
+                         temperature=20.0),
+    "imagenet": dict(kd_per_image=1.0, kd_batch=128, lr=0.1, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=5.0),
 }
 
 

@@ -37,17 +37,18 @@ class NayerHparams(GeneratorHparams):
     resolution is >= 112 px). The ImageNet preset: deep.
 
     Epochs -> rounds: the reference runs 10 synthesis rounds an epoch during its 20 warm-up
-    epochs and 2 an epoch afterwards (CIFAR; Tiny-ImageNet 20 and 4), each post-warm-up round
-    followed by `kd_steps` student steps. The presets therefore use warmup_rounds = 20 * 10 = 200
-    (Tiny-ImageNet 20 * 20 = 400) and g_life = 10 epochs at the post-warm-up rate (20 rounds,
+    epochs and 2 an epoch afterwards (CIFAR; Tiny-ImageNet 20 and 4), each post-warm-up epoch's
+    rounds followed by `kd_steps` student steps. The presets therefore use warmup_rounds = 20 * 10
+    = 200 (Tiny-ImageNet 20 * 20 = 400) and g_life = 10 epochs at the post-warm-up rate (20 rounds,
     Tiny-ImageNet 40), so during warm-up the generator is reset 5x more often than in the
     reference. The run length comes from the budget: NAYER100/200/300 on CIFAR (120/220/320
     epochs) are 400/600/800 rounds of 400 images, i.e. --ratio 3.2/4.8/6.4.
 
-    Not from the NAYER reference: weight decay 1e-4 (Fast's, whose code NAYER builds on); the
-    Tiny-ImageNet warm-up length (20 epochs, as on CIFAR); the whole ImageNet preset (Fast's ImageNet
-    student recipe and loss weights, 20 warm-up rounds). The digits preset is tuned for the quick
-    suite at Fast's digits scale (12 rounds at ratio 0.5, so no generator reset: g_life 0).
+    Weight decay 1e-4 is the reference's (datafree_kd.py's `--wd` default, which its scripts keep).
+    Not from the NAYER reference: the Tiny-ImageNet warm-up length (20 epochs, as on CIFAR); the
+    whole ImageNet preset (Fast's ImageNet student recipe and loss weights, 20 warm-up rounds). The
+    digits preset is tuned for the quick suite at Fast's digits scale (12 rounds at ratio 0.5, so no
+    generator reset: g_life 0).
     """
 
     ngf: int = 64
@@ -67,15 +68,16 @@ class NayerHparams(GeneratorHparams):
         self.check_choice(method, "generator", self.generator, GENERATOR_KINDS)
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2)
-    # tmtuan1307/NAYER run/nayer_200.sh (CIFAR: --warmup 20 --gwp_loops 10 --g_loops 2 --g_life 10, kd_steps
-    # 400; Tiny-ImageNet: --gwp_loops 20 --g_loops 4 --kd_steps 1000) with datafree_kd.py's loop.
+    # tmtuan1307/NAYER@c6bedcd scripts/nayer_200.sh (run/ in earlier commits; CIFAR: --warmup 20 --gwp_loops 10
+    # --g_loops 2 --g_life 10, kd_steps 400; Tiny-ImageNet: --gwp_loops 20 --g_loops 4 --kd_steps 1000) with
+    # datafree_kd.py's loop.
     PAPER: ClassVar[dict[str, ReferenceSchedule]] = {
         **{name: ReferenceSchedule(warmup_epochs=20, warmup_rounds_per_epoch=10, rounds_per_epoch=2,
                                    kd_steps_per_epoch=400, g_life_epochs=10, reference_epochs=220,
-                                   source="tmtuan1307/NAYER run/nayer_200.sh") for name in ("cifar10", "cifar100")},
+                                   source="tmtuan1307/NAYER scripts/nayer_200.sh") for name in ("cifar10", "cifar100")},
         "tinyimagenet": ReferenceSchedule(warmup_epochs=20, warmup_rounds_per_epoch=20, rounds_per_epoch=4,
                                           kd_steps_per_epoch=1000, g_life_epochs=10, reference_epochs=220,
-                                          source="tmtuan1307/NAYER run/nayer_200.sh"),
+                                          source="tmtuan1307/NAYER scripts/nayer_200.sh"),
     }
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "digits": dict(ngf=16, noise_dim=1000, g_steps=10, lr_g=4e-3, g_life=0, synth_batch=64,
@@ -189,9 +191,11 @@ class Nayer(GeneratorMethod):
                                    ctx.spec.in_chans, self.chunk, max(hp.synth_batch, 2), deep=deep).to(ctx.device)
 
     def start_round(self, round: RoundInfo) -> None:
-        """Re-initialise the generator when the round asks for it, and re-draw the noisy layers every round."""
+        """Re-initialise the generator when the round asks for it (rank 0's in a process group), and re-draw
+        the noisy layers every round (each rank its own: they are the round's latent, like Fast's z)."""
         if round.reset_generator:
             self.generator = self.prepared_generator()
+            self.ctx.group.broadcast_module_(self.generator)
         self.generator.reset_noise(self.ctx.generator)
 
     def round_labels(self, n: int) -> torch.Tensor:

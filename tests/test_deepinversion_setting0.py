@@ -167,11 +167,10 @@ def test_l2_prior_reductions(teacher: nn.Module, pool: int) -> None:
     x = F.avg_pool2d(z, pool) if pool > 1 else z
     batch, mean = make(teacher, l2_reduction="batch", **kw), make(teacher, l2_reduction="mean", **kw)
     try:
-        round_info = RoundInfo.standalone()
-        assert float(batch._loss(z, labels, pool, torch.zeros(3, dtype=torch.long), round_info)) == pytest.approx(float(x.norm()), rel=1e-5)
+        still, round_info = torch.zeros(3, dtype=torch.long), RoundInfo.standalone()
+        assert float(batch.step_loss(z, labels, pool, still, round_info)) == pytest.approx(float(x.norm()), rel=1e-5)
         per_image = x.flatten(1).norm(dim=1).mean()
-        assert float(mean._loss(z, labels, pool, torch.zeros(3, dtype=torch.long), round_info)) == pytest.approx(float(per_image),
-                                                                                          rel=1e-5)
+        assert float(mean.step_loss(z, labels, pool, still, round_info)) == pytest.approx(float(per_image), rel=1e-5)
     finally:
         batch.close()
         mean.close()
@@ -179,13 +178,13 @@ def test_l2_prior_reductions(teacher: nn.Module, pool: int) -> None:
 
 def test_jitter_scales_with_the_stage_and_flips_are_drawn(teacher: nn.Module) -> None:
     method = make(teacher, FLIP_SPEC, jitter=30)
-    augs = method._draw_augmentations([(300, 2), (300, 1)])
+    augs = method.draw_augmentations([(300, 2), (300, 1)])
     low, full = torch.stack(augs[:300]), torch.stack(augs[300:])
     assert low[:, :2].abs().max() == 15 and full[:, :2].abs().max() == 30
     assert set(low[:, 2].tolist()) == set(full[:, 2].tolist()) == {0, 1}
     method.close()
     no_flip = make(teacher, SPEC, jitter=0)  # digits: no flip; jitter 0: no shift
-    assert torch.stack(no_flip._draw_augmentations([(10, 1)])).abs().sum() == 0
+    assert torch.stack(no_flip.draw_augmentations([(10, 1)])).abs().sum() == 0
     no_flip.close()
 
 
@@ -193,14 +192,14 @@ def test_keep_best_spans_both_stages_unless_last_stage_only(teacher: nn.Module) 
     for last_only in (False, True):
         method = make(teacher, iterations=6, lowres_iterations=3, best_last_stage=last_only)
         losses: list[tuple[int, torch.Tensor]] = []
-        loss_fn = method._loss
+        loss_fn = method.step_loss
 
         def recording(z, labels, pool, aug, round, _fn=loss_fn):
             loss = _fn(z, labels, pool, aug, round)
             losses.append((pool, loss.detach().clone()))
             return loss
 
-        method._loss = recording  # type: ignore[method-assign]
+        method.step_loss = recording  # type: ignore[method-assign]
         batch = method.synthesize(4)
         method.close()
         pool_of_interest = {1} if last_only else {1, 2}

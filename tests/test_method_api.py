@@ -58,7 +58,7 @@ def test_every_method_synthesises_valid_batches_and_its_loss_falls(name: str) ->
         overrides["g_steps"] = "1"  # one generator step per call, called eight times below
     method = cls(tiny_ctx(resolutions=(resolution,)), resolve_hparams(cls.Hparams, "digits", overrides, name))
     losses: list[float] = []
-    seam = "generator_loss" if isinstance(method, GeneratorMethod) else "_loss"
+    seam = "generator_loss" if isinstance(method, GeneratorMethod) else "step_loss"
     original = getattr(method, seam)
 
     def recorded(*args: Any) -> torch.Tensor:

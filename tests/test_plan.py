@@ -98,3 +98,37 @@ def test_equal_plan_lr_is_per_kd_step() -> None:
 
 def test_json_format_needs_a_dry_run() -> None:
     one_line_error(["run", "--methods", "fast", "--format", "json"], "--dry-run")
+
+
+DATAFREE_COMMIT = "zju-vipa/DataFree@9e79fa9"
+
+
+# CMI from scratch on CIFAR-10 (DATAFREE_COMMIT scripts/cmi/scratch_cmi_cifar10_wrn402_wrn161.sh, datafree_kd.py
+# ~290/~351): --synthesis_batch_size 256 --batch_size 128 --lr 0.1 --kd_steps 400 --ep_steps 400 (one round an
+# epoch) --g_steps 200 --oh 1.0 --adv 0.5 --bn 1.0 --cr 0.8 --cr_T 0.1 --T 20, --epochs 200 (default);
+# CosineAnnealingLR(T_max = epochs), no eta_min, stepped once an epoch.
+def test_cmi_cifar10_plan_follows_the_scratch_script() -> None:
+    plan = plans("--methods", "cmi", "--dataset", "cifar10", "--ratio", str(200 * 256 / 50000), "--protocol", "paper")[0]
+    s, hp = plan["schedule"], plan["hparams"]
+    assert (s["images"], s["rounds"], s["warmup_rounds"], s["kd_steps"]) == (200 * 256, 200, 0, 200 * 400)
+    assert set(s["kd_steps_after_round"]) == {400}
+    assert plan["student_recipe"]["batch"] == 128 and plan["student_recipe"]["lr"] == 0.1
+    assert plan["student_recipe"]["lr_min"] == 0 and plan["student_recipe"]["temperature"] == 20
+    assert s["student_lr"][100] == pytest.approx(cosine_annealing(0.1, 0.0, 200, 100))
+    assert (hp["g_steps"], hp["oh"], hp["adv"], hp["bn"], hp["cr"], hp["cr_T"]) == (200, 1.0, 0.5, 1.0, 0.8, 0.1)
+    assert "scratch" in s["reference"] and s["notes"]
+
+
+# DeepInversion on CIFAR-10 (FAST_COMMIT scripts/deepinv_cifar.sh, datafree/synthesis/deepinversion.py,
+# datafree_kd.py ~324): --batch_size 256 --lr 0.1 --kd_steps 400 --ep_steps 400 --epochs 200 --g_steps 1000
+# --lr_g 0.1 --bn 10 --oh 1 --adv 1 --T 20; CosineAnnealingLR(200, eta_min 2e-4) stepped once an epoch.
+def test_deepinversion_cifar10_plan_follows_one_script() -> None:
+    plan = plans("--methods", "deepinversion", "--dataset", "cifar10", "--ratio", str(200 * 256 / 50000),
+                 "--protocol", "paper")[0]
+    s, hp = plan["schedule"], plan["hparams"]
+    assert (s["images"], s["rounds"], s["warmup_rounds"], s["kd_steps"]) == (200 * 256, 200, 0, 200 * 400)
+    assert plan["student_recipe"]["batch"] == 256 and plan["student_recipe"]["lr"] == 0.1
+    assert plan["student_recipe"]["lr_min"] == pytest.approx(2e-4) and plan["student_recipe"]["temperature"] == 20
+    assert s["student_lr"][100] == pytest.approx(cosine_annealing(0.1, 2e-4, 200, 100))
+    assert (hp["iterations"], hp["synth_batch"]) == (1000, 256)
+    assert "deepinv_cifar.sh" in s["reference"] and plan["generator_parameters"] == 0

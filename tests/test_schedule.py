@@ -17,9 +17,10 @@ PAPER_CASES = {
     ("nayer", "cifar100", 4.8): (240000, 600, 200, 80000, 21, None),
     ("nayer", "cifar100", 6.4): (320000, 800, 200, 120000, 31, None),
     # zju-vipa/Fast-Datafree scripts/fast_cifar.sh (Fast-2/5/10 alike): --warmup 20 --epochs 220 --batch_size 256
-    # --kd_steps 400 --ep_steps 400 (one round an epoch), --reset_l0 1 (fast_meta.py: at epoch 120 + warmup).
-    ("fast", "cifar10", 1.1264): (56320, 220, 20, 80000, 0, 140),
-    ("fast", "cifar100", 1.1264): (56320, 220, 20, 80000, 0, 140),
+    # --kd_steps 400 --ep_steps 400 (one round an epoch), --reset_l0 1 (fast_meta.py @0dcecbc lines 105/110: at
+    # epoch 120 + warmup counted from 1, so 0-based epoch 139).
+    ("fast", "cifar10", 1.1264): (56320, 220, 20, 80000, 0, 139),
+    ("fast", "cifar100", 1.1264): (56320, 220, 20, 80000, 0, 139),
     # zju-vipa/Fast-Datafree scripts/deepinv_cifar.sh: --epochs 200 --batch_size 256 --kd_steps 400 --ep_steps 400.
     ("deepinversion", "cifar10", 1.024): (51200, 200, 0, 80000, 0, None),
     # zju-vipa/Fast-Datafree logs/log-imagenet-resnet50_imagenet-resnet18_imagenet-FastDFKD_50.txt: --epochs 400
@@ -92,4 +93,4 @@ def test_dry_run_prints_the_schedule_without_data() -> None:
     out = ok(["run", "--methods", "nayer,fast", "--dataset", "cifar100", "--ratio", "4.8", "--protocol", "paper",
               "--dry-run"])
     assert "600 rounds in 220 epochs, 240000 images (200 warm-up rounds); KD 80000 steps" in out
-    assert "reset_l0 at round 140" in out
+    assert "reset_l0 at round 139" in out
