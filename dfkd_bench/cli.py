@@ -137,7 +137,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in summary.itertuples(index=False):
         table.add_row(r.method, f"{r.ratio:g}", str(r.resolution), str(r.seeds), f"{r.teacher_acc:.2f}",
-                      f"{r.student_acc:.2f}", f"{r.student_acc_std:.2f}", f"{r.synth_s:.1f}", f"{r.kd_s:.1f}",
+                      f"{r.student_acc:.2f}", f"{r.student_acc_std:.2f}" if r.seeds > 1 else "—", f"{r.synth_s:.1f}", f"{r.kd_s:.1f}",
                       f"{r.total_s:.1f}", f"{r.images:.0f}")
     console.print(table)
     bad = df[df["status"] != "ok"]
@@ -249,7 +249,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
     dry_run = dry_run or validating_group  # validate as each rank will, before starting any process
     printer = RunPrinter(quiet or launching)
     with distributed.sized_as(nproc if validating_group else None), printer:
-        rows = run(_split(methods, str, "--methods"), dataset=dataset, ratio=_split(ratio, float, "--ratio"),
+        rows = run(methods, dataset=dataset, ratio=_split(ratio, float, "--ratio"),
                    seed=_split(seed, int, "--seed"), resolution=_split(resolution, int, "--sweep-resolutions"),
                    resolutions=_split(resolutions, int, "--multi-resolution"), teacher=teacher, student=student,
                    pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import traceback
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,7 +19,7 @@ import torch
 from . import __version__, distributed
 from .config import MethodHparams, RunConfig, hparams_dict, parse_set_options, resolve_hparams, stable_hash
 from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
-from .schedule import PROTOCOLS, ReferenceSchedule, Schedule, paper_schedule
+from .schedule import PROTOCOLS, ReferenceSchedule, Schedule
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Diverged, DistillationRun, Method, MethodContext, Normalize
 from .engine.bank import bank_gpu_budget
@@ -215,7 +216,7 @@ def build_schedule(config: RunConfig, method_cls: type[Method], spec: DatasetSpe
             have = sorted(method_cls.Hparams.PAPER) or ["none"]
             raise UserError(f"--protocol paper: {method_cls.name} has no reference schedule for {spec.name}; "
                             f"it has one for: {', '.join(have)}")
-        return paper_schedule(n_total, hparams.synth_batch, reference)
+        return hparams.paper_schedule(n_total, reference)
     return hparams.equal_schedule(n_total, reference)
 
 
@@ -402,8 +403,9 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
 
     def logged(res: ResolvedRun, r: int, n: int, state: Any) -> None:
         last = state.curve[-1] if state.curve else None
-        log.info("round %d/%d images=%s loss=%.4f acc=%s seconds=%s", r, n, last.images if last else "-",
-                 state.last_loss, f"{last.student_acc:.2f}" if last else "-",
+        trained = res.schedule.rounds[r - 1].kd_steps > 0  # a warm-up round has no student loss to show
+        log.info("round %d/%d images=%s loss=%s acc=%s seconds=%s", r, n, last.images if last else "-",
+                 f"{state.last_loss:.4f}" if trained else "-", f"{last.student_acc:.2f}" if last else "-",
                  {k: round(v, 2) for k, v in state.seconds.items()})
         if on_round:
             on_round(res, r, n, state)
@@ -486,10 +488,11 @@ def execute_fitting(resolved: ResolvedRun, teacher: torch.nn.Module, test_split:
 def run_as_worker(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSplit,
                   run_dir: Path) -> dict[str, Any]:
     """A rank other than 0: the same run's share of the work (resuming from rank 0's checkpoint), writing
-    nothing; rank 0 records the row, so a divergence (decided alike on every rank) ends quietly here."""
+    nothing; rank 0 records the row, so a divergence or a rank mismatch (each decided alike on every
+    rank) ends quietly here."""
     try:
         execute(resolved, teacher, test_split, run_dir)
-    except Diverged:
+    except (Diverged, distributed.RankMismatch):
         pass
     return {"run_id": resolved.run_id, "method": resolved.method_cls.name}
 
@@ -579,11 +582,8 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
     (tensorboard, wandb). With `dry_run` nothing runs: the
     resolved runs come back (each with its `schedule`), no teacher, data or device work needed.
     """
-    names = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
-    if not names:
-        raise UserError(f"no methods given; choose from: {', '.join(METHODS.names())}")
-    for name in names:
-        METHODS.get(name)
+    names = method_names(methods)
+    check_out_dir(out)
     base = RunConfig(method=names[0], dataset=dataset, teacher=teacher, student=student,
                      resolutions=tuple(resolutions) if resolutions else None, device=device, data_root=data_root,
                      teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
@@ -595,6 +595,29 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
     if dry_run:
         return [resolve(c, need_data=False) for c in configs]
     return run_many(configs, out, force=force, trackers=trackers, **callbacks)
+
+
+def method_names(methods: Sequence[str] | str) -> list[str]:
+    """The methods of a run list, each known; an empty or repeated name is dropped with one warning."""
+    given = [m.strip().lower() for m in (methods.split(",") if isinstance(methods, str) else methods)]
+    names = list(dict.fromkeys(m for m in given if m))
+    if not names:
+        raise UserError(f"no methods given; choose from: {', '.join(METHODS.names())}")
+    for name in names:
+        METHODS.get(name)
+    if len(names) != len(given):
+        repeated = sorted({m for m in given if m and given.count(m) > 1})
+        what = [f"repeated {', '.join(repeated)}" if repeated else "", "empty names" if "" in given else ""]
+        warnings.warn(f"--methods: dropped {' and '.join(w for w in what if w)}; running {','.join(names)}")
+    return names
+
+
+def check_out_dir(out: str | Path) -> None:
+    """Refuse an output folder that cannot be one (an existing file, or under one) before any work."""
+    path = Path(out)
+    for part in (path, *path.parents):
+        if part.exists() and not part.is_dir():
+            raise UserError(f"--out {out}: {part} is a file, not a folder; choose a folder for the results")
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -240,6 +240,19 @@ def online_schedule(student_steps: int, batches: int, batch: int, round_steps: i
     return Schedule("equal", infos, 0, source="online", budget=budget)
 
 
+def online_paper_schedule(n_total: int, ref: ReferenceSchedule, batch: int) -> Schedule:
+    """Online methods under the paper protocol: the reference's epochs, one round each of
+    `kd_steps_per_epoch` student steps, every step on a fresh batch of `batch` generator images (as
+    DataFree's `train()` samples once a KD step); an evaluation and one cosine step per epoch. As for bank
+    methods the ratio picks how many epochs (DataFree's 200 x 400 x 256 images are ratio 409.6 on CIFAR)."""
+    steps = ref.kd_steps_per_epoch
+    epochs = max(1, round(n_total / (steps * batch)))
+    infos = [RoundInfo(index=ep, epoch=ep, images=steps * batch, warmup=False, kd_steps=steps)
+             for ep in range(epochs)]
+    return Schedule("paper", infos, 0, lr_per_epoch=True, source="online", budget="steps",
+                    notes={"source": ref.source, "note": ref.note, "epochs": epochs})
+
+
 def online_draws(steps_done: int, batches: int, steps: int) -> int:
     """Fresh batches drawn in the first `steps_done` of a round's `steps` steps that draws `batches`:
     ceil(steps_done * batches / steps), so step i draws when the count grows from i to i + 1 (step 0

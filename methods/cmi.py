@@ -19,11 +19,13 @@ from dfkd_bench.engine import ReferenceSchedule, RoundInfo
 CR_FEATURES = ("mean", "mean_var")
 CR_LAYERS = ("auto", "bn", "stages")
 STAGES = ("layer1", "layer2", "layer3", "layer4")
-# zju-vipa/CMI datafree_kd.py builds CMISynthesizer with bank_size=40960, n_neg=4096, head_dim=256, nz=256,
-# ngf=64; scripts/cmi/adv_cmi_cifar10_wrn402_wrn161.sh gives the rest of the CIFAR-10 preset.
-CIFAR = dict(nz=256, ngf=64, g_steps=200, lr_g=1e-3, lr_z=1e-3, lr_head=1e-3, bn=1.0, oh=0.5, adv=0.5,
-             cr=0.8, cr_T=0.1, head_dim=256, bank_size=40960, n_neg=4096, synth_batch=256, kd_steps=2000,
-             kd_batch=128, lr=0.1, weight_decay=1e-4, temperature=20.0, warmup_rounds=0)
+# zju-vipa/DataFree (the CMI authors' code, zju-vipa/CMI is the same tree) @ 9e79fa9: datafree_kd.py builds
+# CMISynthesizer with bank_size=40960, n_neg=4096, head_dim=256, nz=256, ngf=64 (lines 266-281); the rest of
+# the CIFAR-10 preset is the from-scratch script, scripts/cmi/scratch_cmi_cifar10_wrn402_wrn161.sh.
+SCRATCH_SCRIPT = "zju-vipa/DataFree scripts/cmi/scratch_cmi_cifar10_wrn402_wrn161.sh"
+CIFAR = dict(nz=256, ngf=64, g_steps=200, lr_g=1e-3, lr_z=1e-3, lr_head=1e-3, bn=1.0, oh=1.0, adv=0.5,
+             cr=0.8, cr_T=0.1, head_dim=256, bank_size=40960, n_neg=4096, synth_batch=256, kd_steps=400,
+             kd_batch=128, lr=0.1, lr_min_ratio=0.0, weight_decay=1e-4, temperature=20.0, warmup_rounds=0)
 
 
 @dataclass
@@ -54,15 +56,18 @@ class CmiHparams(LatentHparams):
     BN loss without momentum (bn_momentum 0) and the adversarial term (the base's boundary loss,
     -mean(1[argmax S = argmax T] KL(T || S))) are the reference's.
 
-    Presets. CIFAR-10: zju-vipa/CMI scripts/cmi/adv_cmi_cifar10_wrn402_wrn161.sh (--synthesis_batch_size
-    256 --batch_size 128 --lr 0.1 --kd_steps 2000 --ep_steps 2000 --g_steps 200 --lr_g 1e-3 --epochs 40
-    --adv 0.5 --bn 1 --oh 0.5 --cr 0.8 --cr_T 0.1 --T 20), weight decay 1e-4 (datafree_kd.py's default),
-    the rest from datafree_kd.py and CMISynthesizer: one Adam at lr_g over generator and z (so lr_z =
-    lr_g), the head's Adam at lr_g (so lr_head = lr_g). The reference decays the student's lr x0.1 at
-    epochs 25, 30, 35 (the suite uses its cosine); its scratch script (scripts/cmi/scratch_cmi_cifar10_
-    wrn402_wrn161.sh) differs in kd_steps 400 and oh 1.0. CIFAR-100: not confirmed (no script could be
-    read in full); the CIFAR-10 settings. Digits: tuned for the quick suite with the suite's digits
-    student recipe; 30 generator steps at lr_g = lr_z = 1e-2 replace 200 at 1e-3.
+    Presets. CIFAR-10: the reference's from-scratch script, zju-vipa/DataFree scripts/cmi/scratch_cmi_
+    cifar10_wrn402_wrn161.sh (--synthesis_batch_size 256 --batch_size 128 --lr 0.1 --kd_steps 400
+    --ep_steps 400 --g_steps 200 --lr_g 1e-3 --adv 0.5 --bn 1.0 --oh 1.0 --cr 0.8 --cr_T 0.1 --T 20, the
+    default --epochs 200), weight decay 1e-4 (datafree_kd.py's default), the rest from datafree_kd.py and
+    CMISynthesizer: one Adam (betas 0.5/0.999) at lr_g over generator and z (so lr_z = lr_g), the head's
+    Adam at lr_g (so lr_head = lr_g). The student's lr follows a cosine to 0 stepped once per epoch
+    (CosineAnnealingLR(T_max=epochs), datafree_kd.py line 290; the scripts' --lr_decay_milestones is
+    parsed but unused, its MultiStepLR is commented out). The adversarial script (adv_cmi_..., 40 epochs
+    x 2000 KD steps, oh 0.5) starts from a pre-inverted set (`--cmi_init`) that this suite does not
+    make, so it is not the preset. CIFAR-100: no CMI script in the reference; the CIFAR-10 settings.
+    Digits: tuned for the quick suite with the suite's digits student recipe; 30 generator steps at
+    lr_g = lr_z = 1e-2 replace 200 at 1e-3.
     """
 
     g_steps: int = 200
@@ -97,11 +102,13 @@ class CmiHparams(LatentHparams):
             raise UserError(f"{method}.local_scale={self.local_scale}: it must be in (0, 1]")
 
     SMOKE: ClassVar[dict[str, Any]] = dict(g_steps=2, n_neg=16)
-    # One round of synth_batch images an epoch (ep_steps // kd_steps = 1), then kd_steps student steps;
-    # no warm-up, 40 epochs (scripts/cmi/adv_cmi_cifar10_wrn402_wrn161.sh).
+    # One round of synth_batch images an epoch (ep_steps // kd_steps = 1), then 400 student steps; no
+    # warm-up, 200 epochs: the from-scratch script (no pre-inverted start set).
     PAPER: ClassVar[dict[str, ReferenceSchedule]] = {
-        name: ReferenceSchedule(warmup_epochs=0, kd_steps_per_epoch=2000, reference_epochs=40,
-                                source="zju-vipa/CMI scripts/cmi/adv_cmi_cifar10_wrn402_wrn161.sh")
+        name: ReferenceSchedule(warmup_epochs=0, kd_steps_per_epoch=400, reference_epochs=200, source=SCRATCH_SCRIPT,
+                                note="CMI from scratch (400 KD steps an epoch, 200 epochs, oh 1.0): the "
+                                     "adversarial script's 40 x 2000 steps start from a --cmi_init "
+                                     "pre-inverted set, which is not made")
         for name in ("cifar10", "cifar100")}
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # The suite's digits student recipe (Fast's digits preset), a small generator, few steps.
@@ -109,7 +116,7 @@ class CmiHparams(LatentHparams):
                        n_neg=1024, synth_batch=64, warmup_rounds=2, kd_steps=40, kd_batch=128, lr=0.1,
                        temperature=4.0, final_kd_steps=200),
         "cifar10": dict(CIFAR),
-        # Not confirmed: no CIFAR-100 script could be read in full; the CIFAR-10 settings are used.
+        # The reference has no CMI script for CIFAR-100: the CIFAR-10 settings.
         "cifar100": dict(CIFAR),
     }
 
@@ -229,7 +236,8 @@ class Cmi(LatentGeneratorMethod):
     """Contrastive model inversion (see `CmiHparams` for the loss). Departures from zju-vipa/CMI:
 
     - No pre-inverted start set (the reference's adversarial CIFAR-10 script loads ~50k images made
-      by an earlier CMI run, `--cmi_init`); the bank of images, and of features, starts empty.
+      by an earlier CMI run, `--cmi_init`); the bank of images, and of features, starts empty, as in
+      the reference's from-scratch script, which the presets and `--protocol paper` follow.
     - The adversarial term waits for the end of the warm-up rounds (the base's gate); the reference
       has no warm-up (its presets here have none either).
     - The bank sits on the device and keeps features in arrival order; the reference keeps a CPU ring
@@ -238,6 +246,9 @@ class Cmi(LatentGeneratorMethod):
       for its ResNet-34 teacher only (its other ResNet teachers' runs are not published).
     - The local view is this file's batched `local_crop`: crop sides are clamped inside the image
       where kornia's RandomResizedCrop re-draws them.
+
+    In a process group each round's generator is rank 0's draw (broadcast), the generator's and the
+    head's gradients are averaged, and every rank banks the features of every rank's images.
     """
 
     Hparams = CmiHparams
@@ -278,10 +289,15 @@ class Cmi(LatentGeneratorMethod):
                 module.reset_running_stats()
 
     def start_round(self, round: RoundInfo) -> None:
-        """A fresh generator, and no kept features yet."""
+        """A fresh generator (rank 0's in a process group), and no kept features yet."""
         self.reinitialise_generator()
+        self.ctx.group.broadcast_module_(self.generator)
         self._kept = BestIterate()
         self._step_features = None
+
+    def shared_modules(self) -> dict[str, nn.Module]:
+        """The base's, and the contrastive head."""
+        return {**super().shared_modules(), "head": self.head}
 
     def round_latent(self, labels: torch.Tensor) -> torch.Tensor:
         """z ~ N(0, 1), optimised with the generator."""
@@ -326,12 +342,15 @@ class Cmi(LatentGeneratorMethod):
         terms["cr"] = self.hp.cr * self._contrastive_term(local_features, global_features)
         return terms
 
+    def local_view(self, images: torch.Tensor) -> torch.Tensor:
+        """The contrastive term's local view of [0,1] images: a random resized crop (+ flip)."""
+        return local_crop(images, self.hp.local_scale, self.ctx.spec.hflip, self.ctx.generator)
+
     def _local_features(self, step: GeneratorStep) -> torch.Tensor:
-        """The teacher's features of a local crop of the step's images."""
+        """The teacher's features of the local view of the step's images."""
         ctx = self.ctx
-        view = local_crop(step.images, self.hp.local_scale, ctx.spec.hflip, ctx.generator)
         with self.instance_stats.capture(), ctx.autocast():
-            ctx.teacher(self.model_input(view))
+            ctx.teacher(self.model_input(self.local_view(step.images)))
             return self.instance_stats.features()
 
     def _contrastive_term(self, local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
@@ -349,10 +368,11 @@ class Cmi(LatentGeneratorMethod):
         return loss
 
     def end_synthesis(self) -> None:
-        """The banked iterate's (local, global) features (keep-best's, else the last step's) join the bank."""
+        """The banked iterate's (local, global) features (keep-best's, else the last step's) join the bank,
+        every rank's (in rank order, as the images are banked)."""
         features = self._kept.images if self.hp.keep_best else self._step_features
         if features is not None:
-            self.bank.add(features)
+            self.bank.add(self.ctx.group.all_gather_rows(features, self.round.images))
         self._kept = BestIterate()
         self._step_features = None
 

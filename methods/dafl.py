@@ -9,35 +9,36 @@ from typing import Any, ClassVar
 import torch
 
 from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import FeatureTap, GeneratorStep, LatentGeneratorMethod, LatentHparams, MethodContext
-from dfkd_bench.engine import OnlineGeneratorMethod, OnlineHparams, negative_batch_entropy, pseudo_label_ce
+from dfkd_bench.engine import FeatureTap, GeneratorStep, MethodContext, OnlineLatentGeneratorMethod, OnlineLatentHparams
+from dfkd_bench.engine import ReferenceSchedule, datafree_schedules, negative_batch_entropy, pseudo_label_ce
 
 
 @dataclass
-class DaflHparams(OnlineHparams, LatentHparams):
-    """Generator loss = oh*CE(t, argmax t) + act*(-mean|f_t|) + ie*(-H(mean softmax t)) (+ bn*BN + adv*adv).
+class DaflHparams(OnlineLatentHparams):
+    """Generator loss = oh*CE(t, argmax t) + act*(-mean|f_t|) + ie*(sum p log p of the batch-mean
+    softmax t) (+ bn*BN + adv*adv).
 
     f_t is the teacher's penultimate feature vector (the input of its classifier). bn and adv are
     off in every preset (the base's BN-statistics loss and Fast's boundary loss when turned on).
-    The student step is plain KD at `temperature`; before every `s_steps` student steps the
-    generator (Fast's CIFAR `LatentGenerator`, z ~ N(0, 1) of `nz`) takes `g_steps` Adam steps at
-    lr_g on fresh batches of kd_batch images, with no synthesis augmentation (as the reference).
+    Before every `s_steps` student steps the generator (DataFree's `LargeGenerator` width, `stem` 4,
+    z ~ N(0, 1) of `nz`) takes `g_steps` Adam steps at lr_g on fresh batches of kd_batch images, with
+    no synthesis augmentation; each student step then draws a fresh batch in `sample_mode` and takes
+    `student_criterion`.
 
-    CIFAR presets: the DataFree scripts' DAFL command (scripts/dafl/dafl_cifar.sh of zju-vipa/DataFree,
-    found in the search index without its repository name, so not confirmed; the same for CIFAR-10 and
-    -100): --batch_size 256 --lr 0.1 --epochs 200 --kd_steps 5 --ep_steps 400 --g_steps 1 --lr_g 1e-3
-    --adv 0 --bn 0 --oh 1 --act 0.001 --balance 20 --T 20 (zju-vipa/CMI's older scripts/dafl_cifar10.sh
-    has --act 0.1), with datafree_kd.py's nz 512 and ngf 64 and weight decay 1e-4. The student's
-    cosine to 2e-4 over the run (lr_min_ratio 2e-4 / 0.1) is that of zju-vipa/Fast-Datafree's
-    datafree_kd.py, which shares DataFree's loop (not confirmed in DataFree itself); the generator's
-    Adam betas (0.5, 0.999) those of GenerativeSynthesizer in zju-vipa/CMI and Fast-Datafree. `ie` is
-    DataFree's --balance, `act` its --act. The original DAFL code (CIFAR-10 README: --n_epochs 2000
-    --batch_size 1024 --lr_G 0.02 --lr_S 0.1 --latent_dim 1000, the weights at DAFL-train.py's
-    defaults oh 1, ie 5, a 0.1; CIFAR-100 --oh 0.5) is not what the presets follow.
+    CIFAR presets and `--protocol paper`: zju-vipa/DataFree (commit 9e79fa9),
+    scripts/dafl/dafl_cifar10_wrn402_wrn161.sh: --batch_size 256 --lr 0.1 --epochs 200 --kd_steps 5
+    --ep_steps 400 --g_steps 1 --lr_g 1e-3 --adv 0 --T 20 --bn 0 --oh 1 --act 0.001 --balance 20;
+    datafree_kd.py: nz 512 and `LargeGenerator(ngf=64)` (~256-257, 8.78M parameters), the criterion
+    replaced by KLDiv() at T 1 (~259: the script's --T 20 never reaches the student), SGD momentum 0.9
+    and weight decay 1e-4 (~110, ~287), CosineAnnealingLR(T_max=epochs) stepped once an epoch (~290,
+    ~351), so to 0; generative.py: Adam betas (0.5, 0.999) (~40) and `sample()` in eval mode (~79).
+    DataFree has no CIFAR-100 DAFL script: CIFAR-100 takes the CIFAR-10 one. `ie` is its --balance,
+    `act` its --act. The original DAFL code (CIFAR-10 README: --n_epochs 2000 --batch_size 1024
+    --lr_G 0.02 --lr_S 0.1 --latent_dim 1000, oh 1, ie 5, a 0.1) is not what the presets follow.
 
-    Departures: the student's cosine steps once per student step rather than once per epoch; `ie`
-    clamps the batch-mean probabilities at 1e-12 before the log (the reference takes log p as is);
-    the student's labels are the base's random ones, unused by KD (the generator is unconditional).
+    Departures: `ie` clamps the batch-mean probabilities at 1e-12 before the log (the reference takes
+    log p as is); the student's labels are the base's random ones, unused by its loss (the generator
+    is unconditional).
     """
 
     nz: int = 512
@@ -59,9 +60,9 @@ class DaflHparams(OnlineHparams, LatentHparams):
     # kd_steps 5 student steps = 200 x 400 = 80,000 (one generator step per 5 student steps);
     # round_steps 400 is its evaluation period (an epoch).
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
-        **{name: dict(nz=512, ngf=64, oh=1.0, act=0.001, ie=20.0, bn=0.0, adv=0.0, lr_g=1e-3, g_steps=1,
-                      g_betas=(0.5, 0.999), s_steps=5, kd_batch=256, lr=0.1, weight_decay=1e-4,
-                      lr_min_ratio=2e-3, temperature=20.0, round_steps=400, paper_steps=80_000)
+        **{name: dict(nz=512, ngf=64, stem=4, oh=1.0, act=0.001, ie=20.0, bn=0.0, adv=0.0, lr_g=1e-3, g_steps=1,
+                      g_betas=(0.5, 0.999), s_steps=5, kd_batch=256, lr=0.1, weight_decay=1e-4, lr_min_ratio=0.0,
+                      sample_mode="eval", student_criterion="kl", round_steps=400, paper_steps=80_000)
            for name in ("cifar10", "cifar100")},
         # Tuned for the quick suite (not from any paper), at the suite's digits student rate (kd_steps 40
         # per synth_batch 64 images, final_kd_steps 200). At --ratio 0.1: 4 fresh batches of 36 (the 144
@@ -70,15 +71,20 @@ class DaflHparams(OnlineHparams, LatentHparams):
         # comes from a trained generator. act is 0: the digits teacher is saturated (one class at
         # confidence ~1) on the untrained generator's output, so oh and ie have vanishing gradients and
         # any act > 0 (1e-4 tried) drives, through Adam's scale invariance, every image to that class.
+        # Train-mode sampling (batch statistics), not DataFree's eval mode: with so few generator steps
+        # the running statistics lag the generator and eval-mode draws collapse onto one class (issue 16:
+        # the DataFree loop on digits, DFAD, fell from 76/70% to 17/38% at seeds 0/1). Fast's 2*ngf width.
         # paper_steps 300 (300 fresh batches, a budget=steps run) takes a minute or two on one CPU core.
-        "digits": dict(nz=64, ngf=16, oh=1.0, act=0.0, ie=5.0, lr_g=3e-2, g_steps=24, s_steps=24, kd_batch=36,
-                       kd_aug="crop:4", lr=0.05, temperature=1.0, round_steps=40, paper_steps=300, synth_batch=64,
-                       kd_steps=40, final_kd_steps=200),
+        "digits": dict(nz=64, ngf=16, stem=2, oh=1.0, act=0.0, ie=5.0, lr_g=3e-2, g_steps=24, s_steps=24,
+                       kd_batch=36, kd_aug="crop:4", lr=0.05, sample_mode="train", student_criterion="kl",
+                       round_steps=40, paper_steps=300, synth_batch=64, kd_steps=40, final_kd_steps=200),
     }
+    PAPER: ClassVar[dict[str, ReferenceSchedule]] = datafree_schedules(
+        "@9e79fa9 scripts/dafl/dafl_cifar10_wrn402_wrn161.sh (lr 0.1, KL at T 1)")
 
 
 @register_method("dafl", "DAFL: online generator for confident, strongly activated, class-balanced teacher outputs")
-class Dafl(LatentGeneratorMethod, OnlineGeneratorMethod):
+class Dafl(OnlineLatentGeneratorMethod):
     """The generator learns to make the teacher's outputs one-hot (pseudo-label CE), its penultimate
     features large (activation loss) and its batch-mean prediction uniform (information entropy);
     the student distils on fresh generator batches (the engine's online loop).

@@ -42,10 +42,10 @@ class FastHparams(LatentHparams):
     - `adv_in_warmup`: apply the adversarial term from round 0 instead of only after warm-up (the
       ImageNet reference has no warm-up gate). ImageNet preset: on.
     - `reset_l0`: when on and the schedule flags a round (`RoundInfo.reset_l0`; the CIFAR script's
-      epoch 120 + warm-up), the meta-generator's first layer weight (the Linear; on the deep
-      generator, which has none, its first conv) and first BatchNorm weight are re-drawn from
-      N(0, 0.02), biases zeroed, before the round; the meta-optimiser's state is kept, as in the
-      reference. Presets: on for CIFAR-10/100 (the scripts' reset_l0 1), off elsewhere.
+      epoch 120 + warm-up counted from 1, i.e. 0-based epoch 139), the meta-generator's first layer
+      weight (the Linear; on the deep generator, which has none, its first conv) and first BatchNorm
+      weight are re-drawn from N(0, 0.02), biases zeroed, before the round; the meta-optimiser's state
+      is kept, as in the reference. Presets: on for CIFAR-10/100 (the scripts' reset_l0 1), off elsewhere.
     """
 
     g_steps: int = 5
@@ -77,9 +77,11 @@ class FastHparams(LatentHparams):
     TEACHER_PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "vgg11": dict(adv=1.0), "wrn40_2": dict(adv=1.1, oh=0.4)}
     # zju-vipa/Fast-Datafree scripts/fast_cifar.sh: --warmup 20 --epochs 220 --kd_steps 400 --ep_steps 400
-    # (one round an epoch), --reset_l0 1 (fast_meta.py re-draws at epoch 120 + warmup).
+    # (one round an epoch), --reset_l0 1. fast_meta.py (@0dcecbc) counts its calls from 1 (line 105:
+    # `self.ep += 1`, before line 110's `self.ep == 120 + self.ep_start`), so the re-draw is in the 140th
+    # epoch: 0-based epoch 139.
     PAPER: ClassVar[dict[str, ReferenceSchedule]] = {
-        name: ReferenceSchedule(warmup_epochs=20, kd_steps_per_epoch=400, reset_l0_epoch=140, reference_epochs=220,
+        name: ReferenceSchedule(warmup_epochs=20, kd_steps_per_epoch=400, reset_l0_epoch=139, reference_epochs=220,
                                 source="zju-vipa/Fast-Datafree scripts/fast_cifar.sh") for name in ("cifar10", "cifar100")}
     # ImageNet: Fast-Datafree logs/log-imagenet-resnet50_imagenet-resnet18_imagenet-FastDFKD_50.txt: --epochs 400
     # --ep_steps 1000 --kd_steps 100 (ten rounds of 100 images an epoch, 100 KD steps after each), start_kd 0.
@@ -94,9 +96,12 @@ class FastHparams(LatentHparams):
         "cifar100": dict(g_steps=10, warmup_fraction=0.09, lr_g=2e-3, lr_z=0.01, synth_batch=256, kd_steps=400, kd_batch=256, lr=0.2,
                          weight_decay=1e-4, temperature=20.0, warmup_rounds=20, adv=1.33, oh=0.5, reset_l0=True),
         # ImageNet: datafree_kd_imagenet.py with the settings of the repository's ResNet-50 -> ResNet-18
-        # log (lr_g_meta 1e-4, lr_z_meta 5e-3, reinit 50, is_maml 0, start_kd 0).
+        # log (lr_g_meta 1e-4, lr_z_meta 5e-3, reinit 50, is_maml 0, start_kd 0, batch_size 100: the
+        # student's batch too). The student's cosine ends at 0: CosineAnnealingLR(optimizer, T_max=epochs)
+        # without eta_min (datafree_kd_imagenet.py ~366; the log's last epoch shows Lr=0.0000).
+        # Under --protocol equal the shared recipe's batch replaces kd_batch.
         "imagenet": dict(g_steps=50, lr_g=2e-4, lr_z=0.01, bn=0.1, oh=0.1, adv=1.0, synth_batch=100,
-                         kd_steps=400, kd_batch=128, lr=0.1, weight_decay=1e-4, temperature=5.0,
+                         kd_steps=400, kd_batch=100, lr=0.1, lr_min_ratio=0.0, weight_decay=1e-4, temperature=5.0,
                          warmup_rounds=20, meta="reptile", generator="deep", persistent_z=True, z_life=50,
                          lr_g_meta=1e-4, lr_z_meta=5e-3, keep_best=False, adv_in_warmup=True),
     }
@@ -107,7 +112,11 @@ class Fast(LatentGeneratorMethod):
     """The meta-generator carries knowledge across rounds so each round needs only `g_steps` steps.
 
     Each round trains a clone of the meta-generator (`round_parameters`); `apply_gradients` adds the
-    clone's gradients to the meta-generator's (maml) and `end_synthesis` takes the meta step."""
+    clone's gradients to the meta-generator's (maml) and `end_synthesis` takes the meta step.
+
+    In a process group the clone is a shared module while its round runs, so its gradients are averaged
+    every step and every rank takes the same meta step; reset_l0 takes rank 0's draw; the persistent
+    latent, like a fresh one, is each rank's own (its rows make that rank's images)."""
 
     Hparams = FastHparams
     hp: FastHparams
@@ -153,9 +162,15 @@ class Fast(LatentGeneratorMethod):
         hp = self.hp
         if hp.reset_l0 and round.reset_l0:
             self.generator.reset_first_layers(self.ctx.generator)
+            self.ctx.group.broadcast_module_(self.generator)
         if self.z is not None and hp.z_life > 0 and round.index > 0 and round.index % hp.z_life == 0:
             self.z = self._new_latent(hp.synth_batch)
             self.meta_optimizer = self._new_meta_optimizer()
+
+    def shared_modules(self) -> dict[str, nn.Module]:
+        """The base's (the meta-generator as "generator"), and the round's clone while a round runs."""
+        clone = {} if self.fast_generator is None else {"round_generator": self.fast_generator}
+        return {**super().shared_modules(), **clone}
 
     def round_latent(self, labels: torch.Tensor) -> torch.Tensor:
         """The round's starting latent: a copy of the persistent one's first n rows, or a fresh draw."""

@@ -182,6 +182,14 @@ class Muse(Nayer):
         """The projection head P, trained with the student."""
         return list(self.projection.parameters())
 
+    def momentum_losses(self) -> list[BNStatisticsLoss]:
+        """Every resolution's BN loss (one under feed=upsample)."""
+        return list(self.bn_losses.values())
+
+    def shared_modules(self) -> dict[str, nn.Module]:
+        """NAYER's, and the projection head."""
+        return {**super().shared_modules(), "projection": self.projection}
+
     def _embedding_cosine(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """cos(P(features), f_y) per sample."""
         return F.cosine_similarity(self.projection(features.float()), self.embeddings[labels], dim=1)

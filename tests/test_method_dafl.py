@@ -84,9 +84,13 @@ def test_terms_use_pseudo_labels_and_the_teachers_penultimate_features() -> None
 def test_presets_and_validation() -> None:
     for name in ("cifar10", "cifar100"):
         hp = resolve_hparams(Dafl.Hparams, name, {}, "dafl", protocol="paper")
-        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.temperature) == (5, 1, 256, 0.1, 1e-3, 20.0)
-        assert (hp.oh, hp.act, hp.ie, hp.bn, hp.adv, hp.nz) == (1.0, 0.001, 20.0, 0.0, 0.0, 512)
+        # zju-vipa/DataFree@9e79fa9 scripts/dafl/dafl_cifar10_wrn402_wrn161.sh and datafree_kd.py ~256-290
+        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.weight_decay) == (5, 1, 256, 0.1, 1e-3, 1e-4)
+        assert (hp.oh, hp.act, hp.ie, hp.bn, hp.adv, hp.nz, hp.ngf, hp.stem) == (1.0, 0.001, 20.0, 0.0, 0.0, 512, 64, 4)
+        assert (hp.sample_mode, hp.student_criterion, hp.lr_min_ratio, hp.g_betas) == ("eval", "kl", 0.0, (0.5, 0.999))
         assert hp.paper_steps == 200 * 400
+    digits = resolve_hparams(Dafl.Hparams, "digits", {}, "dafl")
+    assert (digits.sample_mode, digits.student_criterion, digits.stem) == ("train", "kl", 2)
     assert_online_budgets(Dafl)
     with pytest.raises(UserError, match="dafl.ie=-1"):
         resolve_hparams(Dafl.Hparams, "digits", {"ie": "-1"}, "dafl")

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo, StudentStep
-from dfkd_bench.methods.dfad import Dfad, logit_discrepancy
+from dfkd_bench.engine import logit_discrepancy
+from dfkd_bench.methods.dfad import Dfad
 from method_helpers import assert_same_next_draw, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_dfad = partial(make_online, Dfad)
@@ -65,8 +66,10 @@ def test_adversarial_term_is_minus_l1_and_the_student_minimises_plus_l1() -> Non
 def test_presets_and_validation() -> None:
     for name in ("cifar10", "cifar100"):
         hp = resolve_hparams(Dfad.Hparams, name, {}, "dfad", protocol="paper")
-        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g) == (5, 1, 256, 0.1, 1e-3)
-        assert hp.paper_steps == 500 * 50 * 5
+        # zju-vipa/DataFree@acbbea6 scripts/dfad_cifar10.sh and datafree_kd.py ~256-290
+        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.weight_decay) == (5, 1, 256, 0.1, 1e-3, 1e-4)
+        assert (hp.nz, hp.stem, hp.g_betas, hp.sample_mode, hp.student_criterion) == (256, 4, (0.5, 0.999), "eval", "l1")
+        assert hp.paper_steps == 200 * 400
     hp = resolve_hparams(Dfad.Hparams, "digits", {"budget": "steps"}, "dfad")
     assert hp.equal_schedule(144).rounds and sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
     with pytest.raises(UserError, match="dfad.adv=0"):

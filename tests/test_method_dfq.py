@@ -67,11 +67,16 @@ def test_adversarial_term_is_minus_the_kl_and_vanishes_for_a_perfect_student() -
 
 
 def test_presets_and_validation() -> None:
-    for name in ("cifar10", "cifar100"):
+    # zju-vipa/DataFree@9e79fa9 scripts/dfq/dfq_cifar10_wrn402_wrn161.sh (lr 0.1) and dfq_cifar10_res34_res18.sh
+    # (--dataset cifar100, lr 0.05), datafree_kd.py ~256-290
+    for name, lr in (("cifar10", 0.1), ("cifar100", 0.05)):
         hp = resolve_hparams(Dfq.Hparams, name, {}, "dfq", protocol="paper")
-        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.temperature) == (10, 1, 256, 0.05, 1e-3, 1.0)
-        assert (hp.bn, hp.oh, hp.ie, hp.adv, hp.bn_momentum, hp.nz) == (1.0, 1.0, 20.0, 1.0, 0.0, 256)
+        assert (hp.s_steps, hp.g_steps, hp.kd_batch, hp.lr, hp.lr_g, hp.weight_decay) == (10, 1, 256, lr, 1e-3, 1e-4)
+        assert (hp.bn, hp.oh, hp.ie, hp.adv, hp.bn_momentum, hp.nz, hp.stem) == (1.0, 1.0, 20.0, 1.0, 0.0, 256, 4)
+        assert (hp.sample_mode, hp.student_criterion, hp.lr_min_ratio) == ("eval", "kl", 0.0)
         assert hp.paper_steps == 200 * 400
+    digits = resolve_hparams(Dfq.Hparams, "digits", {}, "dfq")
+    assert (digits.sample_mode, digits.student_criterion, digits.temperature, digits.stem) == ("train", "kd", 4.0, 2)
     assert_online_budgets(Dfq)
     with pytest.raises(UserError, match="dfq.adv=-1"):
         resolve_hparams(Dfq.Hparams, "digits", {"adv": "-1"}, "dfq")

@@ -34,7 +34,7 @@ REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio"
                     "n_synthetic", "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s",
                     "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke", "protocol",
                     "time_budget", "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop",
-                    "kd_tflop", "synth_tflops", "kd_tflops"]
+                    "kd_tflop", "synth_tflops", "kd_tflops", "protocol_notes"]
 N_SYNTHETIC = round(0.05 * 1437)  # ratio 0.05 of the digits training split
 ROUNDS = math.ceil(N_SYNTHETIC / 16)
 

@@ -13,7 +13,8 @@ from .labels import balanced_labels, random_labels
 from .losses import (BNStatisticsLoss, adversarial_loss, js_divergence, kd_loss, negative_batch_entropy,
                      pseudo_label_ce, total_variation)
 from .method import Method, MethodContext, StudentStep, SyntheticBatch
-from .online import OnlineGeneratorMethod, OnlineHparams
+from .online import (OnlineGeneratorMethod, OnlineHparams, OnlineLatentGeneratorMethod, OnlineLatentHparams,
+                     datafree_schedules, logit_discrepancy)
 from .synthesis import BestIterate
 from .trainer import CurvePoint, Diverged, DistillationRun, RunOutcome
 
@@ -27,6 +28,7 @@ __all__ = [
     "BNStatisticsLoss", "adversarial_loss", "js_divergence", "kd_loss", "negative_batch_entropy", "pseudo_label_ce",
     "total_variation",
     "Method", "MethodContext", "StudentStep", "SyntheticBatch",
-    "OnlineGeneratorMethod", "OnlineHparams", "BestIterate",
+    "OnlineGeneratorMethod", "OnlineHparams", "OnlineLatentGeneratorMethod", "OnlineLatentHparams",
+    "datafree_schedules", "logit_discrepancy", "BestIterate",
     "CurvePoint", "Diverged", "DistillationRun", "RunOutcome",
 ]

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import MethodHparams
+from ..distributed import RunningStatistics
 from ..errors import UserError
 from ..models.hooks import FeatureTap
 from ..schedule import RoundInfo
@@ -195,12 +196,22 @@ class GeneratorMethod(Method):
         """The default key plus the round's generation resolution (MUSE changes it round by round)."""
         return (*super().work_key(n, round), self.round_resolution(round))
 
+    def momentum_losses(self) -> list[BNStatisticsLoss]:
+        """The BN losses whose momentum buffers the method keeps (default: `bn_loss`; MUSE one per resolution)."""
+        return [self.bn_loss]
+
+    def shared_modules(self) -> dict[str, nn.Module]:
+        """The student, the generator and the momentum buffers of `momentum_losses` (once there are any)."""
+        return {**super().shared_modules(), "generator": self.generator, **_momentum_buffers(self.momentum_losses())}
+
     def share_generator_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None]) -> None:
-        """In a process group, average the generator's gradients over the ranks (each rank's share of
-        the round gives its own), so its update stays the same everywhere; per-rank latents keep theirs."""
+        """In a process group, average over the ranks, in one collective, the gradients of every round
+        parameter that belongs to a shared module (`shared_modules`: the generator, Fast's round clone,
+        CMI's head), so their update is the same everywhere; each rank's share of the round gives its own
+        gradients. Round tensors of no module (latents, NAYER's noisy layers) stay per rank."""
         group = self.ctx.group
         if group.active:
-            shared = {id(p) for p in self.generator.parameters()}
+            shared = {id(p) for module in self.shared_modules().values() for p in module.parameters()}
             group.average_([g for p, g in zip(params, grads) if id(p) in shared])
 
     def generated(self, latent: Any, resolution: int) -> torch.Tensor:
@@ -285,6 +296,13 @@ class GeneratorMethod(Method):
         super().load_state_dict(state)
         self.generator.load_state_dict(state["generator"])
         self.bn_loss.load_state_dict(state["bn_loss"])
+
+
+def _momentum_buffers(losses: Iterable[BNStatisticsLoss]) -> dict[str, nn.Module]:
+    """{"bn_momentum": the EMA buffers of these BN losses} for `shared_modules` (each rank moves them on
+    its own images, so the ranks average them after each round); {} while none has buffers yet."""
+    tensors = [t for loss in losses for t in (*(loss.ema_mean or ()), *(loss.ema_var or ()))]
+    return {"bn_momentum": RunningStatistics(tensors)} if tensors else {}
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Two decoder families, both fully convolutional so one decoder can serve several resolutions:
 
-- `ConvStack` (Fast's and NAYER's CIFAR generator): a (2*ngf, r/4, r/4) map, two x2 upsamplings.
+- `ConvStack` (Fast's and NAYER's CIFAR generator): a (2*ngf, r/4, r/4) map, two x2 upsamplings
+  (DataFree's `LargeGenerator` for DAFL, DFQ, ZSKT and DFAD starts at 4*ngf: `stem=4`).
 - `DeepDecoder` (the ImageNet generators of Fast-Datafree's `DeepGenerator` and NAYER's
   `NLDeepGenerator`): a (C, r/16, r/16) map, four x2 upsamplings; at 224 px it starts at 14x14.
 
@@ -46,19 +47,20 @@ def redraw_first_layers(linear: nn.Module, norm: nn.Module, rng: torch.Generator
 
 
 class ConvStack(nn.Module):
-    """Fast's decoder: a (2*ngf, s, s) map -> BN, x2, conv, BN, LReLU, x2, conv, BN, LReLU, conv, Sigmoid.
+    """Fast's decoder: a (stem*ngf, s, s) map -> BN, x2, conv to 2*ngf, BN, LReLU, x2, conv to ngf, BN,
+    LReLU, conv, Sigmoid. Output is 4s x 4s in [0,1].
 
-    Output is 4s x 4s in [0,1].
+    `stem` 2 is Fast's `Generator` (and DataFree's `Generator`); 4 is DataFree's `LargeGenerator`.
     """
 
     upscale = 4
 
-    def __init__(self, ngf: int, out_chans: int) -> None:
+    def __init__(self, ngf: int, out_chans: int, stem: int = 2) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.BatchNorm2d(2 * ngf),
+            nn.BatchNorm2d(stem * ngf),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * ngf, 2 * ngf, 3, 1, 1, bias=False),
+            nn.Conv2d(stem * ngf, 2 * ngf, 3, 1, 1, bias=False),
             nn.BatchNorm2d(2 * ngf),
             nn.LeakyReLU(0.2, inplace=True),
             nn.Upsample(scale_factor=2),
@@ -107,20 +109,22 @@ class DeepDecoder(nn.Module):
 
 
 class LatentGenerator(nn.Module):
-    """Fast's CIFAR generator: z (nz) -> Linear -> (2*ngf, r/4, r/4) -> ConvStack -> r x r image."""
+    """Fast's CIFAR generator: z (nz) -> Linear -> (stem*ngf, r/4, r/4) -> ConvStack -> r x r image.
 
-    def __init__(self, nz: int, ngf: int, resolution: int, out_chans: int = 3) -> None:
+    `stem` 2: Fast's `Generator`; 4: DataFree's `LargeGenerator` (8.78M parameters at nz 512, ngf 64, 32 px)."""
+
+    def __init__(self, nz: int, ngf: int, resolution: int, out_chans: int = 3, stem: int = 2) -> None:
         super().__init__()
         if resolution % 4:
             raise ValueError(f"generator resolution must be a multiple of 4, got {resolution}")
         self.init_size = resolution // 4
-        self.ngf = ngf
-        self.project = nn.Linear(nz, 2 * ngf * self.init_size ** 2)
-        self.decode = ConvStack(ngf, out_chans)
+        self.channels = stem * ngf
+        self.project = nn.Linear(nz, self.channels * self.init_size ** 2)
+        self.decode = ConvStack(ngf, out_chans, stem)
         self.latent_shape: tuple[int, ...] = (nz,)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.project(z).view(z.shape[0], 2 * self.ngf, self.init_size, self.init_size)
+        x = self.project(z).view(z.shape[0], self.channels, self.init_size, self.init_size)
         return self.decode(x)
 
     def reset_first_layers(self, rng: torch.Generator) -> None:

@@ -249,6 +249,12 @@ class Method:
         """Extra trainable parameters that the student optimiser must update (e.g. a projection head)."""
         return []
 
+    def shared_modules(self) -> dict[str, nn.Module]:
+        """The named modules every rank of a process group must hold bit-identical (checked after each round;
+        a generator method averages the gradients of their parameters): the student here; subclasses add
+        theirs (generator, heads, `RunningStatistics`). Per-rank state (latents, pixels) is left out."""
+        return {"student": self.ctx.student}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume; subclasses add their generators and optimisers."""
         return {}

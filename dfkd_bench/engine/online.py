@@ -16,6 +16,15 @@ of kd_batch. `budget` says how many student steps they feed:
 A round is `round_steps` student steps, ending with an evaluation and a checkpoint; before every
 `s_steps` student steps the generator takes `g_steps` steps of its own (on batches of its own, which
 the student never sees), with one persistent optimiser (Adam at lr_g, betas g_betas).
+
+Under `--protocol paper` the run is the reference script's instead (`paper_schedule`): its epochs of
+KD steps, each step on a fresh batch, the student's cosine stepped once an epoch, whatever the ratio.
+
+Two settings follow the reference code per method: `sample_mode`, the generator's mode when it draws
+the student's images ("eval": DataFree's `GenerativeSynthesizer.sample()`, normalised with the
+generator's BN running statistics; "train": batch statistics, as VainF's DFAD and polo5's ZSKT code
+sample), and `student_criterion` ("kl": KL at T 1, DataFree's criterion for DAFL, DFQ and ZSKT; "l1":
+the mean absolute logit difference, its criterion for DFAD; "kd": the suite's KD at `temperature`).
 """
 
 from __future__ import annotations
@@ -24,26 +33,64 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import MethodHparams
+from ..distributed import running_statistics
 from ..errors import UserError
-from ..schedule import ReferenceSchedule, RoundInfo, Schedule, online_schedule
-from .generator_method import GeneratorHparams, GeneratorMethod, GeneratorStep
-from .method import MethodContext, SyntheticBatch
+from ..schedule import ReferenceSchedule, RoundInfo, Schedule, online_paper_schedule, online_schedule
+from .generator_method import GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGeneratorMethod, LatentHparams
+from .generators import LatentGenerator
+from .losses import kd_loss
+from .method import MethodContext, StudentStep, SyntheticBatch
 
 BUDGETS = ("images", "fresh", "steps")
+DATAFREE_LOOP = ("datafree_kd.py: 200 epochs x 400 KD steps (--epochs 200 --ep_steps 400), a fresh batch each, "
+                 "SGD momentum 0.9 wd 1e-4, cosine to 0 stepped once an epoch, eval-mode sampling")
+SAMPLE_MODES = ("eval", "train")
+STUDENT_CRITERIA = ("kl", "l1", "kd")
+
+
+def datafree_schedules(cifar10: str, cifar100: str = "") -> dict[str, ReferenceSchedule]:
+    """`--protocol paper` for an online method as zju-vipa/DataFree's loop runs it (`DATAFREE_LOOP`):
+    `cifar10` names the CIFAR-10 script and what it sets; CIFAR-100 runs `cifar100`, or, where DataFree
+    has no CIFAR-100 script, the CIFAR-10 one (said in the row's note)."""
+    def entry(script: str, note: str = "") -> ReferenceSchedule:
+        return ReferenceSchedule(warmup_epochs=0, kd_steps_per_epoch=400, reference_epochs=200,
+                                 source=f"zju-vipa/DataFree {script}; {DATAFREE_LOOP}", note=note)
+    fallback = "DataFree has no CIFAR-100 script: the CIFAR-10 one"
+    return {"cifar10": entry(cifar10), "cifar100": entry(cifar100) if cifar100 else entry(cifar10, fallback)}
+
+
+def logit_discrepancy(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """DFAD's model discrepancy: the mean absolute (L1) difference of the logits, over batch and classes."""
+    return F.l1_loss(student_logits.float(), teacher_logits.float())
+
+
+def student_criterion_loss(criterion: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                           temperature: float) -> torch.Tensor:
+    """The student's loss under `criterion`: "kl" KL(p_t || p_s) at T 1 (batch mean), "l1" the logit
+    discrepancy, "kd" T^2 KL at `temperature`."""
+    if criterion == "l1":
+        return logit_discrepancy(student_logits, teacher_logits)
+    return kd_loss(student_logits, teacher_logits, 1.0 if criterion == "kl" else temperature)
 
 
 @dataclass
 class OnlineHparams(GeneratorHparams):
     """GeneratorHparams plus the online loop: s_steps student steps per generator phase, round_steps
-    student steps per round, and the budget ("images", "fresh" or "steps": see the module docstring).
-    No warm-up, no bank, no synthesis augmentation, keep-best or BN term by default (DFQ turns bn on)."""
+    student steps per round, the budget ("images", "fresh" or "steps": see the module docstring), the
+    generator's mode when drawing for the student (`sample_mode`) and the student's loss
+    (`student_criterion`). No warm-up, no bank, no synthesis augmentation, keep-best or BN term by
+    default (DFQ turns bn on)."""
 
     s_steps: int = 1
     round_steps: int = 50
     budget: str = "images"
     paper_steps: int = 0
+    sample_mode: str = "eval"
+    student_criterion: str = "kl"
     bn: float = 0.0
     synth_augment: bool = False
     keep_best: bool = False
@@ -53,6 +100,8 @@ class OnlineHparams(GeneratorHparams):
     def validate(self, method: str = "method") -> None:
         super().validate(method)
         self.check_choice(method, "budget", self.budget, BUDGETS)
+        self.check_choice(method, "sample_mode", self.sample_mode, SAMPLE_MODES)
+        self.check_choice(method, "student_criterion", self.student_criterion, STUDENT_CRITERIA)
         for name in ("s_steps", "round_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{method}.{name}={getattr(self, name)}: it must be >= 1")
@@ -71,6 +120,32 @@ class OnlineHparams(GeneratorHparams):
             rate = self.kd_per_image or self.kd_steps / self.synth_batch
             steps = max(batches, round(rate * n_total) + self.final_kd_steps)
         return online_schedule(steps, batches, self.kd_batch, self.round_steps, self.budget)
+
+    def paper_schedule(self, n_total: int, reference: ReferenceSchedule) -> Schedule:
+        """The reference script's epochs of KD steps on fresh batches of kd_batch, one round and one cosine
+        step an epoch, as many epochs as the ratio's images fill."""
+        return online_paper_schedule(n_total, reference, self.kd_batch)
+
+    def student_loss_label(self) -> str:
+        """The student's loss as the run's plan names it (`student_criterion`)."""
+        if self.student_criterion == "kl":
+            return "KL at T=1"
+        if self.student_criterion == "l1":
+            return "L1 between logits (mean)"
+        return super().student_loss_label()
+
+
+@dataclass
+class OnlineLatentHparams(OnlineHparams, LatentHparams):
+    """OnlineHparams on the CIFAR latent generator: nz, ngf, and `stem`, its first stage's width in
+    multiples of ngf (4: DataFree's `LargeGenerator`, which its DAFL, DFQ, ZSKT and DFAD use; 2: Fast's)."""
+
+    stem: int = 4
+
+    def validate(self, method: str = "method") -> None:
+        super().validate(method)
+        if self.stem < 1:
+            raise UserError(f"{method}.stem={self.stem}: it must be >= 1")
 
 
 class OnlineGeneratorMethod(GeneratorMethod):
@@ -106,14 +181,32 @@ class OnlineGeneratorMethod(GeneratorMethod):
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             self.share_generator_gradients(params, grads)
             self.apply_gradients(params, grads, self.generator_optimizer)
+        self.share_generator_statistics()
         self.bn_loss.update_momentum()
+
+    def share_generator_statistics(self) -> None:
+        """In a process group, average the generator's BN running statistics over the ranks (each rank's
+        train-mode forwards moved them on its own share), so eval-mode draws normalise alike everywhere."""
+        self.ctx.group.average_(running_statistics([self.generator]))
 
     @torch.no_grad()
     def draw(self, n: int) -> SyntheticBatch:
-        """n fresh images from the generator (train mode, as the references sample), detached."""
+        """n fresh images from the generator in `sample_mode` (eval: BN running statistics, as DataFree's
+        `sample()`; train: batch statistics), detached; the generator's mode is restored after."""
         labels = self.round_labels(n)
-        images = self.generated(self.round_latent(labels), self.round_resolution(self.round))
+        was_training = self.generator.training
+        self.generator.train(self.hp.sample_mode == "train")
+        try:
+            images = self.generated(self.round_latent(labels), self.round_resolution(self.round))
+        finally:
+            self.generator.train(was_training)
         return SyntheticBatch(images.detach(), labels)
+
+    def student_loss(self, step: StudentStep) -> dict[str, torch.Tensor]:
+        """The `student_criterion` loss on the step's fresh images, named after it ("kl", "l1" or "kd")."""
+        hp = self.hp
+        return {hp.student_criterion: student_criterion_loss(hp.student_criterion, step.s_logits, step.t_logits,
+                                                             hp.temperature)}
 
     def synthesize(self, n: int, round: RoundInfo | None = None) -> SyntheticBatch:
         """`n` images after one generator phase (for inspection; the engine calls train_generator/draw)."""
@@ -126,3 +219,15 @@ class OnlineGeneratorMethod(GeneratorMethod):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.generator_optimizer.load_state_dict(state["generator_optimizer"])
+
+
+class OnlineLatentGeneratorMethod(LatentGeneratorMethod, OnlineGeneratorMethod):
+    """An online method on the CIFAR latent generator at width `stem` (DAFL, DFQ, ZSKT, DFAD); its
+    hparams extend `OnlineLatentHparams`."""
+
+    hp: OnlineLatentHparams
+
+    def build_generator(self) -> nn.Module:
+        """The latent generator at the run's resolution with the hparams' first-stage width."""
+        hp, ctx = self.hp, self.ctx
+        return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans, hp.stem).to(ctx.device)

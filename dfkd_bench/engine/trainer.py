@@ -12,6 +12,7 @@ import torch
 
 from . import checkpoint
 from .bank import SyntheticBank, to_uint8
+from ..distributed import align_shared_modules
 from .budget import TimeBudget
 from .distill import Distiller
 from ..data.split import EvalSplit
@@ -280,6 +281,7 @@ class DistillationRun:
                 self.bank = self._online_round(info)
             else:
                 self._bank_round(info)
+            align_shared_modules(self.group, self.method.shared_modules(), f"round {r + 1}")
             if self.online:
                 self.state.images_seen += info.images
             if self.schedule.steps_lr_after(r):
@@ -295,6 +297,7 @@ class DistillationRun:
         final = self._final_kd_steps()
         if final > 0:
             self._distil(final)
+            align_shared_modules(self.group, self.method.shared_modules(), "the final KD")
             self._evaluate(rounds_run)
         elif not self.state.curve or self.state.curve[-1].round != rounds_run:
             self._evaluate(rounds_run)
