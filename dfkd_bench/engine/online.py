@@ -18,7 +18,8 @@ A round is `round_steps` student steps, ending with an evaluation and a checkpoi
 the student never sees), with one persistent optimiser (Adam at lr_g, betas g_betas).
 
 Under `--protocol paper` the run is the reference script's instead (`paper_schedule`): its epochs of
-KD steps, each step on a fresh batch, the student's cosine stepped once an epoch, whatever the ratio.
+KD steps, each step on a fresh batch, the student's cosine stepped once an epoch; the ratio picks how
+many epochs, as for bank methods.
 
 Two settings follow the reference code per method: `sample_mode`, the generator's mode when it draws
 the student's images ("eval": DataFree's `GenerativeSynthesizer.sample()`, normalised with the
