@@ -20,7 +20,7 @@ from .checkpoints import read_state_dict
 from .data import DatasetSpec, DataSource, cache_dir
 from .data.imagenet_classes import class_indices, imagenet_wnids
 from .engine.augment import Normalize, random_crop, random_flip
-from .engine.checkpoint import save_atomic
+from .engine.checkpoint import save_atomic, write_text_atomic
 from .engine.evaluate import accuracy
 from .errors import UserError
 from .models import MODELS, create_model, model_info, replace_classifier
@@ -135,7 +135,7 @@ def save_teacher(model: nn.Module, card: TeacherCard, path: Path) -> TeacherCard
     save_atomic({"arch": card.arch, "dataset": card.dataset, "num_classes": card.num_classes,
                  "state_dict": model.state_dict()}, path)
     card = replace(card, sha256=file_sha256(path), path=str(path))
-    _card_path(path).write_text(json.dumps(asdict(card), indent=2))
+    write_text_atomic(_card_path(path), json.dumps(asdict(card), indent=2))  # a kill never leaves half a card
     return card
 
 

@@ -342,3 +342,14 @@ def test_a_generator_method_runs_from_one_file_through_plugin(tmp_path: Path, di
     labels = torch.arange(8)
     step = GeneratorStep(method.generate(method.round_latent(labels), 32), labels)
     assert set(method.generator_terms(step)) == {"bn", "oh", "adv", "spread"}
+
+
+def test_a_checkpoint_made_with_another_teacher_is_not_resumed(tmp_path: Path) -> None:
+    """A killed attempt's checkpoint belongs to its teacher: if the cached teacher changed in between, the
+    run starts again (one warning) instead of carrying on another teacher's student and generator."""
+    online_run(tmp_path)[0].run()
+    assert online_run(tmp_path)[0].try_resume()
+    other, _ = online_run(tmp_path, seed=1)  # another (untrained) teacher, the same checkpoint path
+    with pytest.warns(UserWarning, match="another teacher"):
+        assert not other.try_resume()
+    assert other.state.next_round == 0

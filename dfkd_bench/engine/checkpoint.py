@@ -19,6 +19,14 @@ def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """`save_atomic` for a text file (a teacher's card): a kill leaves the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint written by `save_atomic` onto the CPU."""
     return torch.load(path, map_location="cpu", weights_only=False)

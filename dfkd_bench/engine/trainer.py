@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -12,7 +13,7 @@ import torch
 
 from . import checkpoint
 from .bank import SyntheticBank, to_uint8
-from ..distributed import align_shared_modules
+from ..distributed import align_shared_modules, fingerprint
 from .budget import TimeBudget
 from .distill import Distiller
 from ..data.split import EvalSplit
@@ -114,6 +115,7 @@ class DistillationRun:
                                    None if self.schedule.lr_per_epoch else self.scheduler, self.flops)
         self.state = RunState()
         self.timer = PhaseTimer(ctx.device)
+        self.teacher_fingerprint = fingerprint(ctx.teacher, torch.device("cpu")).tolist()  # once: it is frozen
 
     def _save(self) -> None:
         """Rank 0 writes the checkpoint: the shared state once, and every rank's own RNG and method
@@ -134,6 +136,7 @@ class DistillationRun:
             "rng": ranks[0]["rng"],
             "flops": ranks[0]["flops"],
             "world_size": self.group.world_size,
+            "teacher": self.teacher_fingerprint,
             **({"ranks": ranks} if self.group.active else {}),
         }, self.checkpoint_path)
 
@@ -145,6 +148,10 @@ class DistillationRun:
         if saved.get("world_size", 1) != self.group.world_size:
             raise ValueError(f"{self.checkpoint_path} was written by {saved.get('world_size', 1)} processes, "
                              f"this run has {self.group.world_size}")
+        if saved.get("teacher", self.teacher_fingerprint) != self.teacher_fingerprint:
+            warnings.warn(f"{self.checkpoint_path} was made with another teacher than this run's: "
+                          f"starting the run again instead of resuming it")
+            return False
         own = saved["ranks"][self.group.rank] if self.group.active else saved
         self.state = saved["state"]
         self.ctx.student.load_state_dict(saved["student"])
