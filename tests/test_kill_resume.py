@@ -31,7 +31,8 @@ FINAL_KD_STEPS = int(SMALL["final_kd_steps"])
 
 # The run list as a child process, with an optional kill switch: KILL_AT="EVENT:N" SIGKILLs the child's
 # process group at the N-th EVENT of this attempt, where EVENT is one of
-#   card   - a teacher's card is being written (half of it is on disk), its weights already saved
+#   card   - a teacher's card is being written (half of it, or of its temporary file, is on disk), its
+#            weights already saved
 #   start  - a run is about to start (start-up done: teacher loaded or trained, test split read)
 #   synth  - a synthesis round is about to start (mid-run, between two checkpoints)
 #   step   - a student step is about to run (mid-round KD)
@@ -87,7 +88,8 @@ def torn_checkpoint(replace):
 
 def torn_card(write_text):
     def hooked(self, text, *args, **kwargs):
-        if self.parent.parent.name == "teachers" and self.suffix == ".json" and seen + 1 == int(nth):
+        card = self.suffix == ".json" or ".json." in self.name  # the card, or its temporary file (atomic write)
+        if self.parent.parent.name == "teachers" and card and seen + 1 == int(nth):
             write_text(self, text[:len(text) // 2], *args, **kwargs)
             tick()
         return write_text(self, text, *args, **kwargs)
