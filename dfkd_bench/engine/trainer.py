@@ -115,7 +115,7 @@ class DistillationRun:
                                    None if self.schedule.lr_per_epoch else self.scheduler, self.flops)
         self.state = RunState()
         self.timer = PhaseTimer(ctx.device)
-        self.teacher_fingerprint = fingerprint(ctx.teacher, torch.device("cpu")).tolist()  # once: it is frozen
+        self.teacher_fingerprint = fingerprint(ctx.teacher, ctx.device).tolist()  # once (frozen), one host read
 
     def _save(self) -> None:
         """Rank 0 writes the checkpoint: the shared state once, and every rank's own RNG and method
