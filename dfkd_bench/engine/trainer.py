@@ -110,8 +110,7 @@ class DistillationRun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            cosine_factor(1.0, hp.lr_min_ratio, self.schedule.lr_steps))
         self.flops = FlopMeter()
-        # synthesis seconds and index of the rounds run under the FLOP counter, by work key
-        self._counted_seconds: dict[tuple, tuple[float, int]] = {}
+        self._counted_seconds: dict[tuple, float] = {}  # synthesis seconds of rounds run under the FLOP counter
         self.distiller = Distiller(ctx, method, self.optimizer,
                                    None if self.schedule.lr_per_epoch else self.scheduler, self.flops)
         self.state = RunState()
@@ -233,27 +232,24 @@ class DistillationRun:
             if batch.kept_loss is not None:
                 finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
             images, labels = self._gathered(batch.images, batch.labels, info.images)
-        self._discount_counting(key, self.timer.get("synth") - before, counting, info.index)
+        self._discount_counting(key, self.timer.get("synth") - before, counting)
         if not self.group.all_true(finite):  # the round's one host read of its synthesis
             raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
         self.bank.add(images, labels)
         self._distil(info.kd_steps)
 
-    def _discount_counting(self, key: tuple, seconds: float, counted: bool, round_index: int) -> None:
+    def _discount_counting(self, key: tuple, seconds: float, counted: bool) -> None:
         """Take the FLOP counter's own overhead out of the synthesis seconds: the first round of a work
-        key runs under the counter (slower: Python dispatch per op); when a round of the same key
-        next runs plain, the difference between the two comes off (a key seen once keeps it), from the
-        total and from the curve points recorded since the counted round, so elapsed time never runs
-        backwards."""
+        key runs under the counter (slower: Python dispatch per op); when a round of the
+        same key next runs plain, the difference between the two comes off (a key seen once keeps it),
+        at most down to the curve's last elapsed seconds, so elapsed time never runs backwards."""
         if counted:
-            self._counted_seconds[key] = (seconds, round_index)
+            self._counted_seconds[key] = seconds
         elif key in self._counted_seconds:
-            counted_seconds, counted_round = self._counted_seconds.pop(key)
-            overhead = max(0.0, counted_seconds - seconds)
-            self.timer.discount("synth", overhead)
-            for point in self.state.curve:
-                if point.round > counted_round:
-                    point.elapsed_s -= overhead
+            counted_seconds = self._counted_seconds.pop(key)
+            elapsed = self.timer.get("synth") + self.timer.get("kd")
+            floor = self.state.curve[-1].elapsed_s if self.state.curve else 0.0
+            self.timer.discount("synth", max(0.0, min(counted_seconds - seconds, elapsed - floor)))
 
     def _gathered(self, images: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's new images and labels, in rank order; gathered as uint8, which the bank keeps as is."""
