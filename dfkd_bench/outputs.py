@@ -10,14 +10,15 @@ from typing import Any, Iterable
 
 import torch
 
-FINISHED = ("ok", "diverged")  # statuses of a run that is over (never redone, never resumed)
+FINISHED = ("ok", "diverged", "over_budget")  # statuses of a run that is over (never redone, never resumed)
 
 RUNS_COLUMNS = [
     "run_id", "method", "dataset", "teacher", "student", "ratio", "resolution", "seed", "n_synthetic",
     "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "peak_mem_mb", "device",
     "status", "error", "started_at", "version", "smoke", "protocol", "time_budget",
     "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop", "kd_tflop",
-    "synth_tflops", "kd_tflops", "protocol_notes",
+    "synth_tflops", "kd_tflops", "protocol_notes", "kd_steps", "paper_kd_steps", "rounds", "round_images",
+    "tolerance_s", "unit_s", "num_classes",
 ]
 
 

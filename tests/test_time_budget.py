@@ -1,5 +1,6 @@
-"""Equal-time runs (`--time-budget`): stopping at round boundaries on a controlled clock, the scaled final
-KD phase, the annealed learning rate, resume, run ids, rows and sweep keys."""
+"""Equal-time runs (`--time-budget`) on a controlled clock: calibrated round sizes, stops that keep the
+budget, over-budget runs, online stops before a generator phase, the annealed learning rate, resume,
+run ids, rows and sweep keys."""
 
 from __future__ import annotations
 
@@ -8,18 +9,20 @@ from typing import Any
 
 import pytest
 from cli_helpers import ok, one_line_error
-from method_helpers import make_ctx, make_method
+from method_helpers import make_ctx, make_method, make_online
 
 from dfkd_bench.data import get_dataset
 from dfkd_bench.engine import DistillationRun, timing
-from dfkd_bench.engine.budget import TimeBudget
+from dfkd_bench.engine.budget import TimeBudget, relaid
+from dfkd_bench.methods.dfad import Dfad
 from dfkd_bench.methods.nayer import Nayer
 from dfkd_bench.outputs import read_runs
 from dfkd_bench.runner import run as run_api
 from dfkd_bench.schedule import RoundInfo, equal_schedule
 from dfkd_bench.sweep import load_sweep
 
-SYNTH_S, KD_STEP_S = 1.0, 0.05  # what the controlled clock charges per round and per student step
+IMAGE_S, KD_STEP_S = 1 / 32, 0.05  # what the controlled clock charges per synthesised image and per student step
+PHASE_S = 0.2  # an online generator phase
 
 
 class Clock:
@@ -32,69 +35,100 @@ class Clock:
         return self.now
 
 
-def budgeted_run(monkeypatch: pytest.MonkeyPatch, budget: float | None, tmp_path: Path,
-                 n_total: int = 320) -> tuple[DistillationRun, Clock]:
-    """A tiny NAYER run on digits whose synthesis costs SYNTH_S a round and KD KD_STEP_S a step."""
+def charge_training(run: DistillationRun, clock: Clock) -> None:
+    """Make the run's student steps cost KD_STEP_S each on `clock` (bank rounds train through `step` too)."""
+    step = run.distiller.step
+
+    def charged_step(groups: Any, batch_size: int) -> Any:
+        clock.now += KD_STEP_S
+        return step(groups, batch_size)
+
+    run.distiller.step = charged_step  # type: ignore[method-assign]
+
+
+def budgeted_run(monkeypatch: pytest.MonkeyPatch, budget: float | None, tmp_path: Path, n_total: int = 320,
+                 image_s: float = IMAGE_S) -> tuple[DistillationRun, Clock]:
+    """A tiny NAYER run on digits (rounds of 32) whose synthesis costs `image_s` an image, KD KD_STEP_S a step."""
     clock = Clock()
     monkeypatch.setattr(timing, "time", clock)
-    method = make_method(Nayer, make_ctx(), final_kd_steps=40, kd_steps=4, warmup_rounds=1)
+    method = make_method(Nayer, make_ctx(), final_kd_steps=40, kd_steps=4, warmup_rounds=1, synth_batch=32)
     synthesize = method.synthesize
 
     def charged_synthesis(n: int, round: RoundInfo | None = None) -> Any:
-        clock.now += SYNTH_S
+        clock.now += image_s * n
         return synthesize(n, round)
 
     method.synthesize = charged_synthesis  # type: ignore[method-assign]
     split = get_dataset("digits").open().test_split().subset(40)
     run = DistillationRun(method, method.ctx, split, n_total, checkpoint_path=tmp_path / "checkpoint.pt",
                           time_budget=TimeBudget(budget) if budget else None)
-    train = run.distiller.train
-
-    def charged_training(bank: Any, steps: int, batch_size: int) -> float:
-        clock.now += KD_STEP_S * steps
-        return train(bank, steps, batch_size)
-
-    run.distiller.train = charged_training  # type: ignore[method-assign]
+    charge_training(run, clock)
     return run, clock
 
 
-def test_budget_stops_at_a_round_boundary_and_scales_the_final_kd(monkeypatch: pytest.MonkeyPatch,
-                                                                  tmp_path: Path) -> None:
-    budget = 6.0
-    run, clock = budgeted_run(monkeypatch, budget, tmp_path)
-    schedule = run.schedule
+def test_a_budget_binds_with_calibrated_round_sizes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    budget = TimeBudget(6.0)
+    run, clock = budgeted_run(monkeypatch, budget.seconds, tmp_path)
+    planned = run.schedule
     outcome = run.run()
-    stopped = run.state.stopped_at
-    assert stopped is not None and 0 < stopped < len(schedule.rounds)
-    made = sum(r.images for r in schedule.rounds[:stopped])
-    assert outcome.n_synthetic == made < schedule.images
-    # the final phase ran the final KD steps in proportion to the images made
-    final = round(schedule.final_kd_steps * made / schedule.images)
-    kd_before = sum(r.kd_steps for r in schedule.rounds[:stopped])
-    assert 0 < final < schedule.final_kd_steps
-    assert outcome.seconds["kd"] == pytest.approx(KD_STEP_S * (kd_before + final))
-    # it went on while the budget allowed, and ended within one round of it
+    rounds = run.schedule.rounds[:outcome.rounds]
+    # a calibration round of two images first, then rounds sized so that at least 5 fit in the budget
+    assert rounds[0].images == budget.calibration_images
+    sized = rounds[-1].images  # (re-sized once the first KD round measured the student steps' cost)
+    assert sized < planned.rounds[0].images
+    sizes = [r.images for r in rounds[1:]]
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == planned.rounds[0].images
+    kd_per_image = planned.kd_steps / planned.images
+    assert budget.rounds_that_fit * sized * (IMAGE_S + kd_per_image * KD_STEP_S) <= budget.seconds
+    # it stopped early, every image it made was banked, and it ended within the tolerance
+    assert run.state.stopped_at == outcome.rounds < len(run.schedule.rounds)
+    assert outcome.n_synthetic == sum(r.images for r in rounds) < planned.images
     spent = outcome.seconds["synth"] + outcome.seconds["kd"]
-    last_round = SYNTH_S + KD_STEP_S * schedule.rounds[stopped - 1].kd_steps
-    assert budget <= spent <= budget + last_round
-    earlier = SYNTH_S * (stopped - 1) + KD_STEP_S * sum(r.kd_steps for r in schedule.rounds[:stopped - 1])
-    earlier_final = round(schedule.final_kd_steps * (made - schedule.rounds[stopped - 1].images) / schedule.images)
-    assert earlier + KD_STEP_S * earlier_final < budget
+    assert outcome.tolerance_s == pytest.approx(max(0.05 * budget.seconds, KD_STEP_S))
+    assert budget.seconds - (IMAGE_S * sized + KD_STEP_S * rounds[-1].kd_steps) < spent
+    assert spent <= budget.seconds + outcome.tolerance_s and not outcome.over_budget
+    assert outcome.kd_steps == round(outcome.seconds["kd"] / KD_STEP_S)
+    assert (outcome.round_images, outcome.unit_s) == (sized, None)
     # the student's learning rate still anneals to its floor over the shortened final phase
     hp = run.hp
     assert run.optimizer.param_groups[0]["lr"] == pytest.approx(hp.lr * hp.lr_min_ratio, rel=1e-6)
     assert clock.now == pytest.approx(spent)
 
 
-def test_a_generous_budget_changes_nothing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_a_generous_budget_makes_every_image_in_planned_rounds(monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
     run, _ = budgeted_run(monkeypatch, 1e6, tmp_path / "a", n_total=96)
     budgeted = run.run()
     plain_run, _ = budgeted_run(monkeypatch, None, tmp_path / "b", n_total=96)
     plain = plain_run.run()
-    assert run.state.stopped_at is None
+    assert run.state.stopped_at is None and not budgeted.over_budget
     assert budgeted.n_synthetic == plain.n_synthetic == 96
-    assert budgeted.student_acc == plain.student_acc
-    assert budgeted.seconds == pytest.approx(plain.seconds)
+    assert [r.images for r in run.schedule.rounds] == [2, 32, 32, 30]  # the calibration round, then planned sizes
+    assert budgeted.kd_steps == plain.kd_steps == plain_run.schedule.kd_steps
+    assert budgeted.seconds["kd"] == pytest.approx(plain.seconds["kd"])
+    # the calibration round ran without the FLOP counter, its FLOPs booked in proportion to its images
+    assert budgeted.tflop["synth"] == pytest.approx(plain.tflop["synth"], rel=0.02)
+
+
+def test_a_unit_that_cannot_fit_is_over_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    run, _ = budgeted_run(monkeypatch, 5.0, tmp_path, image_s=4.0)
+    outcome = run.run()
+    assert outcome.over_budget and outcome.unit_s == pytest.approx(8.0)  # two images of 4 s
+    assert (outcome.rounds, outcome.n_synthetic, outcome.kd_steps) == (1, 2, 0)
+
+
+def test_a_run_that_overran_is_over_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    run, clock = budgeted_run(monkeypatch, 6.0, tmp_path)
+    synthesize = run.method.synthesize
+
+    def slower_later(n: int, round: RoundInfo | None = None) -> Any:
+        clock.now += 3.0 if round is not None and round.index == 3 else 0.0  # a round far slower than measured
+        return synthesize(n, round)
+
+    run.method.synthesize = slower_later  # type: ignore[method-assign]
+    outcome = run.run()
+    assert outcome.over_budget and outcome.unit_s is None
+    assert outcome.seconds["synth"] + outcome.seconds["kd"] > 6.0 + outcome.tolerance_s
 
 
 def test_an_interrupted_budgeted_run_resumes_to_the_same_stop(monkeypatch: pytest.MonkeyPatch,
@@ -109,20 +143,60 @@ def test_an_interrupted_budgeted_run_resumes_to_the_same_stop(monkeypatch: pytes
     assert second.try_resume() and second.state.next_round == 3
     resumed = second.run()
     assert second.state.stopped_at == full_run.state.stopped_at
-    assert resumed.n_synthetic == full.n_synthetic
+    assert [r.images for r in second.schedule.rounds] == [r.images for r in full_run.schedule.rounds]
+    assert (resumed.n_synthetic, resumed.kd_steps) == (full.n_synthetic, full.kd_steps)
     assert resumed.seconds == pytest.approx(full.seconds)
 
 
-def test_exhausted_projects_the_final_kd_from_measured_step_time() -> None:
-    schedule = equal_schedule(n_total=100, synth_batch=10, kd_per_image=1.0, warmup_rounds=2,
-                              warmup_fraction=0.5, final_kd_steps=50)
+def test_online_methods_stop_before_a_generator_phase_that_would_overrun(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    clock = Clock()
+    monkeypatch.setattr(timing, "time", clock)
+    method = make_online(Dfad, make_ctx(), round_steps=50)
+    train_generator = method.train_generator
+
+    def charged_phase(info: RoundInfo) -> None:
+        clock.now += PHASE_S
+        train_generator(info)
+
+    method.train_generator = charged_phase  # type: ignore[method-assign]
+    split = get_dataset("digits").open().test_split().subset(40)
+    run = DistillationRun(method, method.ctx, split, 4000, time_budget=TimeBudget(3.1))
+    charge_training(run, clock)
+    outcome = run.run()
+    phase = PHASE_S + KD_STEP_S * method.student_steps_per_generator_step
+    phases = outcome.kd_steps // method.student_steps_per_generator_step
+    assert run.state.stopped_at is not None and outcome.kd_steps < run.schedule.kd_steps
+    assert 3.1 - phase < phases * phase <= 3.1 and not outcome.over_budget
+    assert outcome.n_synthetic < run.schedule.images
+
+
+def test_relaid_rounds_keep_the_plan_at_every_image() -> None:
+    plan = equal_schedule(n_total=100, synth_batch=10, kd_per_image=1.0, warmup_rounds=2,
+                          warmup_fraction=0.5, final_kd_steps=50, g_life=3)
+    relaid_plan = relaid(plan, 0, 4, first=2)
+    assert [r.images for r in relaid_plan.rounds][:3] == [2, 4, 4] and relaid_plan.images == 100
+    warm = sum(r.images for r in relaid_plan.rounds if r.warmup)
+    assert 20 <= warm < 20 + 4  # the plan's two warm-up rounds, to the end of the round they end in
+    assert sum(r.kd_steps for r in relaid_plan.rounds) == sum(r.kd_steps for r in plan.rounds)
+    starts = {sum(r.images for r in relaid_plan.rounds[:i]) for i, r in enumerate(relaid_plan.rounds)
+              if r.reset_generator}
+    # generator resets at the rounds holding the plan's reset images (30, 60, 90: rounds 3, 6, 9 of 10)
+    assert sorted(starts) == [30, 58, 90]
+    assert [r.index for r in relaid_plan.rounds] == list(range(len(relaid_plan.rounds)))
+    assert relaid(plan, 3, 10).rounds == plan.rounds
+
+
+def test_round_sizing_and_the_final_kd_fit_the_budget() -> None:
     budget = TimeBudget(10.0)
-    # 4 rounds (2 of warm-up) made 40 images: final 20 steps; 2 KD rounds of 13 steps took 2.6 s: 0.1 s a step
-    assert TimeBudget.scaled_final_steps(schedule, 4) == 20
-    assert [r.kd_steps for r in schedule.rounds[:4]] == [0, 0, 13, 13]
-    assert not budget.exhausted(schedule, 4, synth_s=5.3, kd_s=2.6)   # 7.9 + 2.0 projected < 10
-    assert budget.exhausted(schedule, 4, synth_s=5.4, kd_s=2.6)       # 8.0 + 2.0 projected = 10
-    assert not budget.exhausted(schedule, 2, synth_s=9.9, kd_s=0.0)   # warm-up only: nothing to project
+    assert budget.round_images(per_image_s=0.1, smallest=2, largest=64) == 20   # 5 rounds of 20 images = 10 s
+    assert budget.round_images(per_image_s=10.0, smallest=2, largest=64) == 2
+    assert budget.round_images(per_image_s=0.001, smallest=2, largest=64) == 64
+    assert budget.final_steps(planned=100, spent=8.0, kd_step_s=0.1) == 20
+    assert budget.final_steps(planned=10, spent=8.0, kd_step_s=0.1) == 10
+    assert budget.final_steps(planned=10, spent=12.0, kd_step_s=0.1) == 0
+    assert budget.tolerance(kd_step_s=0.1) == 0.5 and budget.tolerance(kd_step_s=2.0) == 2.0
+    assert budget.overran(10.6, 0.1) and not budget.overran(10.5, 0.1)
     with pytest.raises(ValueError):
         TimeBudget(0.0)
 
@@ -130,11 +204,13 @@ def test_exhausted_projects_the_final_kd_from_measured_step_time() -> None:
 def test_run_rows_and_ids_record_the_budget(digits_teacher: Any, tmp_path: Path, tiny_args: Any) -> None:
     args = ["run", "--methods", "fast", "--ratio", "1.0", "--out", str(tmp_path), "--quiet",
             *tiny_args("fast"), "--set", "fast.eval_every=100"]
-    ok(args + ["--time-budget", "0.3"])
+    ok(args + ["--time-budget", "3"])
     rows = list(read_runs(tmp_path).values())
     assert len(rows) == 1
     row = rows[0]
-    assert "-b0.3s-s0-" in row["run_id"] and row["time_budget"] == "0.3" and row["status"] == "ok"
+    assert "-b3s-s0-" in row["run_id"] and row["time_budget"] == "3" and row["status"] == "ok"
+    assert float(row["synth_s"]) + float(row["kd_s"]) <= 3 + float(row["tolerance_s"])
+    assert int(row["rounds"]) > 1 and int(row["kd_steps"]) > 0 and row["unit_s"] == ""
     planned = round(1.0 * get_dataset("digits").train_size)
     assert 0 < int(row["n_synthetic"]) < planned
     plans = run_api("fast", ratio=1.0, time_budget=[0.3, 0.6], dry_run=True)

@@ -16,7 +16,8 @@ from .method import Method, MethodContext, StudentStep, SyntheticBatch
 from .online import (OnlineGeneratorMethod, OnlineHparams, OnlineLatentGeneratorMethod, OnlineLatentHparams,
                      datafree_schedules, logit_discrepancy)
 from .synthesis import BestIterate
-from .trainer import CurvePoint, Diverged, DistillationRun, RunOutcome
+from .run_record import CurvePoint, RunOutcome
+from .trainer import Diverged, DistillationRun
 
 __all__ = [
     "BNStatistics", "FeatureTap", "ReferenceSchedule", "RoundInfo",

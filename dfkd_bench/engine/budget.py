@@ -1,16 +1,23 @@
-"""Equal-time runs: stop a run's rounds when synthesis + KD wall-clock reaches a budget.
+"""Equal-time runs: a budget of synthesis + KD wall-clock seconds that binds.
 
-The check is made at round boundaries, before a round starts: the run stops when the seconds spent
-so far plus the projected final KD phase reach the budget. The final KD phase is scaled to the
-images actually made (the same student steps per image as the planned run), so a stopped run ends
-within about one round of its budget with a student trained at the schedule's usual rate.
+A bank method's first round is a small calibration round (`calibration_images`, each with the
+method's full iterations). From what it costs, the rounds are sized so that at least
+`rounds_that_fit` of them fit in the budget: fewer images per round, never fewer iterations per
+image. They are re-sized when a round's measured cost says the size is off by more than half.
+Before each round the run stops if that round plus the final KD (scaled to the images made) would
+overrun, and the final KD is cut to the seconds left. A run that still ends above budget + tolerance
+(max(5% of the budget, one KD step)) is over budget and reports no accuracy; so is one whose smallest
+unit of work (the calibration round; an online method's first generator phase) does not fit.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from dataclasses import dataclass
-from ..schedule import Schedule
+from dataclasses import dataclass, replace
+
+from ..schedule import RoundInfo, Schedule
 
 
 @dataclass(frozen=True)
@@ -18,10 +25,34 @@ class TimeBudget:
     """`seconds` of synthesis + KD for a whole run (evaluation is not counted)."""
 
     seconds: float
+    rounds_that_fit: int = 5       # a bank method's rounds shrink until at least this many fit
+    calibration_images: int = 2    # the first round's images: two, so a generator's BatchNorm has a batch
+    tolerance_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.seconds) and self.seconds > 0):
             raise ValueError(f"a time budget must be a positive number of seconds, got {self.seconds}")
+
+    def tolerance(self, kd_step_s: float) -> float:
+        """How far past the budget a run may end and still count: max(5% of it, one KD step)."""
+        return max(self.tolerance_fraction * self.seconds, kd_step_s)
+
+    def overran(self, spent: float, kd_step_s: float) -> bool:
+        """True when `spent` seconds are beyond the budget plus its tolerance."""
+        return spent > self.seconds + self.tolerance(kd_step_s)
+
+    def round_images(self, per_image_s: float, smallest: int, largest: int) -> int:
+        """Images per round such that `rounds_that_fit` rounds at `per_image_s` fit in the budget."""
+        if per_image_s <= 0:
+            return largest
+        fitting = math.floor(self.seconds / (self.rounds_that_fit * per_image_s))
+        return max(smallest, min(largest, fitting))
+
+    def final_steps(self, planned: int, spent: float, kd_step_s: float) -> int:
+        """The final KD steps that fit in the seconds left (all `planned` while a step's cost is unknown)."""
+        if kd_step_s <= 0:
+            return planned
+        return max(0, min(planned, math.floor((self.seconds - spent) / kd_step_s)))
 
     @staticmethod
     def scaled_final_steps(schedule: Schedule, rounds_done: int) -> int:
@@ -29,13 +60,99 @@ class TimeBudget:
         made = sum(r.images for r in schedule.rounds[:rounds_done])
         return round(schedule.final_kd_steps * made / max(1, schedule.images))
 
-    def exhausted(self, schedule: Schedule, rounds_done: int, synth_s: float, kd_s: float) -> bool:
-        """True when the seconds spent plus the projected (scaled) final KD reach the budget.
 
-        The final KD's seconds are projected from the KD seconds per step measured so far (none
-        before the first KD round, when the projection is zero)."""
-        steps_done = sum(r.kd_steps for r in schedule.rounds[:rounds_done])
-        per_step = kd_s / steps_done if steps_done else 0.0
-        projected = per_step * self.scaled_final_steps(schedule, rounds_done)
-        return synth_s + kd_s + projected >= self.seconds
+@dataclass
+class RoundCosts:
+    """What the budget has measured so far (kept in the checkpoint, so a resumed run decides alike)."""
 
+    per_image_s: float = 0.0     # the last round's synthesis seconds per image
+    kd_step_s: float = 0.0       # KD seconds per student step, over all steps so far
+    largest: int = 0             # the planned images per round (the size rounds never exceed)
+    unit_s: float | None = None  # seconds of the smallest unit of work, once measured
+
+    def round_seconds(self, info: RoundInfo) -> float:
+        """The projected seconds of round `info`: its synthesis and its KD steps."""
+        return self.per_image_s * info.images + self.kd_step_s * info.kd_steps
+
+
+def relaid(schedule: Schedule, done: int, size: int, first: int | None = None) -> Schedule:
+    """`schedule` with its rounds after the first `done` re-laid as rounds of `size` images (after one
+    of `first` images when given; the last may be smaller). Each keeps the plan's warm-up, KD steps per
+    image, generator resets and reset_l0 at the same image positions, so only the round size changes."""
+    rounds = schedule.rounds
+    ends = list(itertools.accumulate(r.images for r in rounds))
+    starts = [0, *ends[:-1]]
+    kd_before = [0, *itertools.accumulate(r.kd_steps for r in rounds)]
+
+    def kd_until(position: int) -> float:
+        """The plan's cumulative KD steps at image `position` (linear within a round)."""
+        i = min(bisect.bisect_right(ends, position), len(rounds) - 1)
+        inside = min(max(position - starts[i], 0), rounds[i].images) / max(1, rounds[i].images)
+        return kd_before[i] + rounds[i].kd_steps * inside
+
+    def source(position: int) -> RoundInfo:
+        return rounds[min(bisect.bisect_right(ends, position), len(rounds) - 1)]
+
+    kept = list(rounds[:done])
+    position, given = sum(r.images for r in kept), sum(r.kd_steps for r in kept)
+    infos = kept
+    while position < schedule.images:
+        step = first if first is not None and len(infos) == done else size
+        end = min(schedule.images, position + max(1, step))
+        origin = source(position)
+        steps = 0 if origin.warmup else max(0, round(kd_until(end)) - given)
+        marked = [r for r, s in zip(rounds, starts) if position <= s < end]
+        infos.append(replace(origin, index=len(infos), images=end - position, kd_steps=steps,
+                             epoch=origin.epoch if schedule.lr_per_epoch else len(infos),
+                             reset_generator=any(r.reset_generator for r in marked) and position > 0,
+                             reset_l0=any(r.reset_l0 for r in marked) and position > 0))
+        position, given = end, given + steps
+    return replace(schedule, rounds=infos)
+
+
+class BudgetPlanner:
+    """Sizes and stops a bank method's rounds under a `TimeBudget`, from the seconds they measured."""
+
+    RESIZE_BELOW, RESIZE_ABOVE = 0.9, 2.0  # re-size when the fitting size is this far off (timings are noisy)
+
+    def __init__(self, budget: TimeBudget, smallest: int) -> None:
+        self.budget = budget
+        self.smallest = max(1, smallest)
+
+    def opening(self, schedule: Schedule, costs: RoundCosts) -> Schedule:
+        """The schedule with a calibration round first (the rest keep the planned size)."""
+        costs.largest = schedule.rounds[0].images
+        first = min(self.smallest, costs.largest)
+        return relaid(schedule, 0, costs.largest, first=first) if first < costs.largest else schedule
+
+    def measured(self, costs: RoundCosts, info: RoundInfo, synth_s: float, kd_s: float, kd_steps: int) -> None:
+        """Record the round just run: its synthesis seconds per image, and the KD seconds per step so far."""
+        costs.per_image_s = synth_s / max(1, info.images)
+        costs.kd_step_s = kd_s / kd_steps if kd_steps else costs.kd_step_s
+        if info.index == 0:
+            costs.unit_s = synth_s + costs.kd_step_s * info.kd_steps
+
+    def fitting_size(self, schedule: Schedule, done: int, costs: RoundCosts) -> int:
+        """The images per round from round `done` on: the size at which `rounds_that_fit` rounds fit,
+        taken after the calibration round, and again when the current size is 10% too large or half too small."""
+        if done >= len(schedule.rounds):
+            return 0
+        current = schedule.rounds[done].images
+        kd_per_image = schedule.kd_steps / max(1, schedule.images)
+        fitting = self.budget.round_images(costs.per_image_s + kd_per_image * costs.kd_step_s,
+                                           self.smallest, costs.largest)
+        if done == 1 or not self.RESIZE_BELOW * current <= fitting <= self.RESIZE_ABOVE * current:
+            return fitting
+        return current
+
+    @staticmethod
+    def resized(schedule: Schedule, done: int, size: int) -> Schedule:
+        """The schedule with rounds of `size` images from round `done` on (unchanged when they are)."""
+        if done >= len(schedule.rounds) or size in (0, schedule.rounds[done].images):
+            return schedule
+        return relaid(schedule, done, size)
+
+    def stops_before(self, schedule: Schedule, index: int, spent: float, costs: RoundCosts) -> bool:
+        """True when round `index` and the final KD scaled to the images it would bring overrun the budget."""
+        final = costs.kd_step_s * TimeBudget.scaled_final_steps(schedule, index + 1)
+        return spent + costs.round_seconds(schedule.rounds[index]) + final > self.budget.seconds

@@ -5,20 +5,19 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from . import checkpoint
 from .bank import SyntheticBank, to_uint8
 from ..distributed import align_shared_modules, fingerprint
-from .budget import TimeBudget
+from .budget import BudgetPlanner, TimeBudget
 from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import correct_predictions
 from .flops import FlopMeter
+from .run_record import CurvePoint, RoundCallback, RunOutcome, RunState
 from .method import Method, MethodContext
 from ..schedule import RoundInfo, Schedule, cosine_factor, online_draws, spread
 from .timing import PhaseTimer
@@ -29,43 +28,6 @@ RESIDENT_TEST_BYTES = 1 << 30  # a uint8 test split up to 1 GiB is copied to the
 
 class Diverged(RuntimeError):
     """A loss or a synthetic image became NaN/inf."""
-
-
-@dataclass
-class CurvePoint:
-    """One evaluation: after `round` rounds and `images` banked images, `elapsed_s` of synthesis+KD."""
-
-    round: int
-    images: int
-    elapsed_s: float
-    student_acc: float
-
-
-@dataclass
-class RunOutcome:
-    """What a finished run measured."""
-
-    student_acc: float
-    n_synthetic: int
-    seconds: dict[str, float]
-    curve: list[CurvePoint] = field(default_factory=list)
-    bank: SyntheticBank | None = None
-    tflop: dict[str, float] = field(default_factory=dict)  # forward+backward TFLOP per phase (synth, kd)
-
-
-RoundCallback = Callable[[int, int, "RunState"], None]
-
-
-@dataclass
-class RunState:
-    """Mutable progress of a run, what the checkpoint holds besides module states."""
-
-    next_round: int = 0
-    curve: list[CurvePoint] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    last_loss: float = float("nan")
-    images_seen: int = 0  # online methods: fresh images the student has trained on
-    stopped_at: int | None = None  # the round a time budget stopped the run before (None: not stopped)
 
 
 def kd_schedule(kd_steps: int, synth_batch: int, n_total: int, kd_rounds: int) -> list[int]:
@@ -95,13 +57,14 @@ class DistillationRun:
         shard = test_split.part(bounds[self.group.rank], bounds[self.group.rank + 1])
         self.test_split = shard.to(ctx.device, RESIDENT_TEST_BYTES)  # this rank's shard (all of it alone)
         self.schedule = schedule if isinstance(schedule, Schedule) else hp.equal_schedule(schedule)
-        self.rounds = len(self.schedule.rounds)
         self.total_kd_steps = self.schedule.kd_steps
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
         self.time_budget = time_budget
         self.bank = SyntheticBank(ctx.device, bank_budget_bytes)
         self.online = self.schedule.source == "online"
+        self.planner = BudgetPlanner(time_budget, max(time_budget.calibration_images, self.group.world_size)) \
+            if time_budget is not None and not self.online else None
         if self.online != (method.sample_source == "online"):
             raise ValueError(f"{method.name} samples from its {method.sample_source}, but the schedule is for "
                              f"a {self.schedule.source} method")
@@ -179,6 +142,7 @@ class DistillationRun:
         with self.timer.phase("kd"):
             mean = self.distiller.train(self.bank, steps, self.hp.kd_batch)
             self.group.average_([mean])
+        self.state.kd_steps_done += steps
         loss = self.state.last_loss = mean.item()  # the round's one read of the student's loss
         if not math.isfinite(loss):
             raise Diverged(f"student loss became {loss}")
@@ -188,18 +152,22 @@ class DistillationRun:
         """Synthetic images the student has had: banked (bank methods) or drawn (online methods)."""
         return self.state.images_seen if self.online else len(self.bank)
 
-    def _online_round(self, info: RoundInfo) -> SyntheticBank:
+    def _online_round(self, info: RoundInfo) -> tuple[SyntheticBank, bool]:
         """An online round: `info.kd_steps` student steps on fresh generator batches (drawn at the steps
         `online_draws` picks, `info.images` images in all), the generator trained before every
-        `student_steps_per_generator_step` steps; returns the last batch."""
+        `student_steps_per_generator_step` steps; returns the last batch, and whether a time budget
+        stopped the round before a generator phase."""
         method, batch_size = self.method, self.hp.kd_batch
         local = self.group.share(batch_size)  # this rank's part of every fresh batch
         every = method.student_steps_per_generator_step
         first = sum(r.kd_steps for r in self.schedule.rounds[:info.index])
         steps, batches = info.kd_steps, info.images // batch_size
         total = torch.zeros((), device=self.ctx.device)
-        batch = None
+        batch, done, stopped, self._phase_mark = None, 0, False, self._spent()
         for i in range(steps):  # spans: timed without a device wait per step, added up once below
+            if (first + i) % every == 0 and first + i > 0 and self._online_out_of_time(first + i == every):
+                stopped = True
+                break
             with self.timer.span("synth"):
                 if (first + i) % every == 0:
                     with self.flops.measure("synth", ("train_generator",)):
@@ -209,34 +177,69 @@ class DistillationRun:
                         batch = method.draw(local)
             with self.timer.span("kd"):
                 total += self.distiller.step([(batch.images, batch.labels)], local)
+            done = i + 1
         self.timer.flush()
         if batch is None or not self.group.all_true(torch.isfinite(batch.images).all()):
             raise Diverged(f"the generator's images became NaN/inf in round {info.index}")
         self.group.average_([total])
-        self.state.last_loss = total.item() / max(1, info.kd_steps)
+        self.state.last_loss = total.item() / max(1, done)
         if not math.isfinite(self.state.last_loss):
             raise Diverged(f"student loss became {self.state.last_loss}")
+        self.state.kd_steps_done += done
+        self.state.images_seen += online_draws(done, batches, steps) * batch_size
         shown = SyntheticBank(self.ctx.device)  # the round's last batch (every rank's part), for sample grids only
         shown.add(*self._gathered(batch.images, batch.labels, batch_size))
-        return shown
+        return shown, stopped
 
-    def _bank_round(self, info: RoundInfo) -> None:
-        """A bank round: synthesise the round's images, bank them, then the round's student steps."""
+    def _spent(self) -> float:
+        """Synthesis + KD seconds so far (what a time budget counts)."""
+        return self.timer.get("synth") + self.timer.get("kd")
+
+    def _online_out_of_time(self, after_first_phase: bool) -> bool:
+        """Before an online method's generator phase (under a budget): would one more phase, as long as
+        the last, overrun? The first phase is the smallest unit of work: not fitting it is over budget."""
+        if self.time_budget is None:
+            return False
+        self.timer.flush()
+        spent, costs = self._spent(), self.state.costs
+        phase_s, self._phase_mark = spent - self._phase_mark, spent
+        costs.kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
+        if after_first_phase:
+            costs.unit_s = phase_s
+            self.state.unit_over_budget = self.group.any_true(self.time_budget.overran(spent, costs.kd_step_s))
+        return self.state.unit_over_budget or self.group.any_true(spent + phase_s > self.time_budget.seconds)
+
+    def _bank_round(self, info: RoundInfo) -> float:
+        """A bank round: synthesise the round's images, bank them, then the round's student steps;
+        returns the synthesis seconds (FLOP counting included: what the round cost this time)."""
         share = self.group.share(info.images)
         key = self.method.work_key(share, info)
-        counting, before = not self.flops.has_counted("synth", key), self.timer.get("synth")
+        calibrating = self.planner is not None and info.index == 0  # timed as the method runs, uncounted
+        counting, before = not calibrating and not self.flops.has_counted("synth", key), self.timer.get("synth")
         with self.timer.phase("synth"):
-            with self.flops.measure("synth", key):
+            with self.flops.uncounted() if calibrating else self.flops.measure("synth", key):
                 batch = self.method.synthesize(share, info)
             finite = torch.isfinite(batch.images).all()
             if batch.kept_loss is not None:
                 finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
             images, labels = self._gathered(batch.images, batch.labels, info.images)
-        self._discount_counting(key, self.timer.get("synth") - before, counting)
+        synth_s = self.timer.get("synth") - before
+        self._discount_counting(key, synth_s, counting)
+        self._book_calibration_flops(key, share, calibrating, counting)
         if not self.group.all_true(finite):  # the round's one host read of its synthesis
             raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
         self.bank.add(images, labels)
         self._distil(info.kd_steps)
+        return synth_s
+
+    def _book_calibration_flops(self, key: tuple, share: int, calibrating: bool, counted: bool) -> None:
+        """A budget's calibration round ran without the FLOP counter (its overhead would eat the
+        budget); its FLOPs are booked from the next counted round, in proportion to the images."""
+        if calibrating:
+            self.state.uncounted_images = share
+        elif counted and self.state.uncounted_images:
+            self.flops.add("synth", self.flops.counted("synth", key) * self.state.uncounted_images / share)
+            self.state.uncounted_images = 0
 
     def _discount_counting(self, key: tuple, seconds: float, counted: bool) -> None:
         """Take the FLOP counter's own overhead out of the synthesis seconds: the first round of a work
@@ -247,9 +250,8 @@ class DistillationRun:
             self._counted_seconds[key] = seconds
         elif key in self._counted_seconds:
             counted_seconds = self._counted_seconds.pop(key)
-            elapsed = self.timer.get("synth") + self.timer.get("kd")
             floor = self.state.curve[-1].elapsed_s if self.state.curve else 0.0
-            self.timer.discount("synth", max(0.0, min(counted_seconds - seconds, elapsed - floor)))
+            self.timer.discount("synth", max(0.0, min(counted_seconds - seconds, self._spent() - floor)))
 
     def _gathered(self, images: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's new images and labels, in rank order; gathered as uint8, which the bank keeps as is."""
@@ -257,63 +259,128 @@ class DistillationRun:
             return images, labels
         return self.group.all_gather_rows(to_uint8(images), total), self.group.all_gather_rows(labels, total)
 
+    def _budgeted_round_done(self, info: RoundInfo, synth_s: float, kd_s: float) -> None:
+        """A bank round under a budget: record its costs; after the calibration round, stop a run whose
+        smallest unit did not fit, and size the rounds to come."""
+        costs, planner = self.state.costs, self.planner
+        planner.measured(costs, info, synth_s, kd_s if info.kd_steps else 0.0, info.kd_steps)
+        costs.kd_step_s = self.timer.get("kd") / self.state.kd_steps_done if self.state.kd_steps_done else 0.0
+        if info.index == 0 and self.group.any_true(self.time_budget.overran(self._spent(), costs.kd_step_s)):
+            self.state.unit_over_budget = True
+            return
+        size = self._agreed(planner.fitting_size(self.schedule, info.index + 1, costs))
+        self.schedule = self.state.schedule = planner.resized(self.schedule, info.index + 1, size)
+
+    def _agreed(self, value: int) -> int:
+        """Rank 0's `value` on every rank (decisions from measured seconds, which differ per rank)."""
+        if not self.group.active:
+            return value
+        shared = torch.tensor(float(value), device=self.ctx.device)
+        self.group.broadcast_([shared])
+        return round(shared.item())
+
     def _out_of_time(self, rounds_done: int) -> bool:
-        """At a round boundary: has the time budget (if any) run out, final KD included? (Decided alike
-        on every rank: any rank out of time stops them all.)"""
+        """At a round boundary: has the time budget (if any) run out, the next round and the final KD
+        included? (Decided alike on every rank: any rank out of time stops them all.)"""
         if self.time_budget is None or rounds_done == 0:
             return False
-        return self.group.any_true(self.time_budget.exhausted(self.schedule, rounds_done, self.timer.get("synth"),
-                                                              self.timer.get("kd")))
+        if self.state.unit_over_budget:
+            return True
+        if self.planner is None:
+            return self.group.any_true(self._spent() >= self.time_budget.seconds)
+        return self.group.any_true(self.planner.stops_before(self.schedule, rounds_done, self._spent(),
+                                                             self.state.costs))
 
-    def _final_kd_steps(self) -> int:
-        """The schedule's final KD steps, or, for a run its budget stopped, those scaled to the images
-        made, with the student's cosine re-laid to anneal over them."""
-        if self.state.stopped_at is None:
-            return self.schedule.final_kd_steps
-        steps = TimeBudget.scaled_final_steps(self.schedule, self.state.stopped_at)
+    def _relay_cosine(self, steps: int) -> None:
+        """Re-lay the student's per-step cosine to anneal from its current rate over `steps` steps."""
         if steps > 0 and not self.schedule.lr_per_epoch:
             current = self.scheduler.get_last_lr()[0] / max(self.scheduler.base_lrs[0], 1e-12)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, cosine_factor(current, self.hp.lr_min_ratio, steps))
             self.distiller.scheduler = self.scheduler
-        return steps
+
+    def _final_kd(self) -> int:
+        """The final KD phase: the schedule's steps, or for a run its budget stopped, those scaled to the
+        images made; under a budget, cut to the seconds left (the cosine re-laid over what runs).
+        Returns the steps run."""
+        if self.state.unit_over_budget:
+            return 0
+        stopped = self.state.stopped_at is not None
+        steps = TimeBudget.scaled_final_steps(self.schedule, self.state.stopped_at) if stopped \
+            else self.schedule.final_kd_steps
+        if self.time_budget is None or steps == 0:
+            if stopped:
+                self._relay_cosine(steps)
+            self._distil(steps)
+            return steps
+        ran = 0
+        if self.state.kd_steps_done == 0:  # a KD step's cost is still unknown: measure one first
+            self._relay_cosine(steps)
+            self._distil(1)
+            ran, steps = 1, steps - 1
+        kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
+        fitting = self._agreed(self.time_budget.final_steps(steps, self._spent(), kd_step_s))
+        if ran == 0 and (stopped or fitting < steps):
+            self._relay_cosine(fitting)
+        self._distil(fitting)
+        return ran + fitting
 
     def run(self) -> RunOutcome:
         """Run (or finish) all rounds and the final KD steps; checkpoint after each round. Under a time
-        budget the rounds stop early (checked before each round) and the final KD is scaled down."""
-        while self.state.next_round < self.rounds:
+        budget the rounds are sized and stopped to fit it (checked before each round, and before each
+        generator phase of an online method) and the final KD is scaled down and cut to fit."""
+        if self.planner is not None:
+            if self.state.schedule is None and self.state.next_round == 0:
+                self.state.schedule = self.planner.opening(self.schedule, self.state.costs)
+            self.schedule = self.state.schedule or self.schedule
+        while self.state.next_round < len(self.schedule.rounds):
             r = self.state.next_round
             if self._out_of_time(r):
                 self.state.stopped_at = r
                 break
             info = self.schedule.rounds[r]
+            kd_before, stopped = self.timer.get("kd"), False
             if self.online:
-                self.bank = self._online_round(info)
+                self.bank, stopped = self._online_round(info)
             else:
-                self._bank_round(info)
+                synth_s = self._bank_round(info)
+                if self.planner is not None:
+                    self._budgeted_round_done(info, synth_s, self.timer.get("kd") - kd_before)
             align_shared_modules(self.group, self.method.shared_modules(), f"round {r + 1}")
-            if self.online:
-                self.state.images_seen += info.images
             if self.schedule.steps_lr_after(r):
                 self.scheduler.step()  # the reference's cosine steps once per post-warm-up epoch
-            if self.schedule.evaluates_after(r, self.hp.eval_every):
+            if self.schedule.evaluates_after(r, self.hp.eval_every) or stopped:
                 self._evaluate(r + 1)
             self.state.next_round = r + 1
+            if stopped:
+                self.state.stopped_at = r + 1
             self.state.seconds = self.timer.seconds
             self._save()
             if self.on_round:
-                self.on_round(r + 1, self.rounds, self.state)
+                self.on_round(r + 1, len(self.schedule.rounds), self.state)
+            if stopped:
+                break
+        return self._finish()
+
+    def _finish(self) -> RunOutcome:
+        """The final KD and evaluation, and what the run measured (over budget or not)."""
         rounds_run = self.state.next_round
-        final = self._final_kd_steps()
-        if final > 0:
-            self._distil(final)
+        if self._final_kd() > 0:
             align_shared_modules(self.group, self.method.shared_modules(), "the final KD")
             self._evaluate(rounds_run)
         elif not self.state.curve or self.state.curve[-1].round != rounds_run:
             self._evaluate(rounds_run)
         self.state.seconds = self.timer.seconds
+        kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
+        budget = self.time_budget
+        over = budget is not None and (self.state.unit_over_budget or budget.overran(self._spent(), kd_step_s))
+        made = [r.images for r in self.schedule.rounds[:rounds_run]]
         return RunOutcome(self.state.curve[-1].student_acc, self.images_so_far, dict(self.timer.seconds),
-                          list(self.state.curve), self.bank, self._group_tflop())
+                          list(self.state.curve), self.bank, self._group_tflop(),
+                          kd_steps=self.state.kd_steps_done, rounds=rounds_run,
+                          round_images=made[-1] if made else 0, over_budget=over,
+                          unit_s=self.state.costs.unit_s if self.state.unit_over_budget else None,
+                          tolerance_s=budget.tolerance(kd_step_s) if budget else None)
 
     def _group_tflop(self) -> dict[str, float]:
         """TFLOP per phase summed over the process group's ranks (each counted its own share)."""
