@@ -13,7 +13,7 @@ from method_helpers import make_ctx, make_method, make_online
 
 from dfkd_bench.data import get_dataset
 from dfkd_bench.engine import DistillationRun, timing
-from dfkd_bench.engine.budget import TimeBudget, relaid
+from dfkd_bench.engine.budget import RoundCosts, TimeBudget, relaid
 from dfkd_bench.methods.dfad import Dfad
 from dfkd_bench.methods.nayer import Nayer
 from dfkd_bench.outputs import read_runs
@@ -192,6 +192,13 @@ def test_round_sizing_and_the_final_kd_fit_the_budget() -> None:
     assert budget.round_images(per_image_s=0.1, smallest=2, largest=64) == 20   # 5 rounds of 20 images = 10 s
     assert budget.round_images(per_image_s=10.0, smallest=2, largest=64) == 2
     assert budget.round_images(per_image_s=0.001, smallest=2, largest=64) == 64
+    costs = RoundCosts()
+    costs.measured(2, 4.0)  # one size measured: proportional, 2 s an image
+    assert (costs.per_image_s, costs.per_round_s) == (2.0, 0.0)
+    costs.measured(6, 4.5)  # two sizes: 3.75 s a round (per-step overheads) + 0.125 s an image
+    assert (costs.per_image_s, costs.per_round_s) == pytest.approx((0.125, 3.75))
+    assert TimeBudget(60.0).round_images(costs.per_image_s, 2, 256, costs.per_round_s) == 66  # 5 x 12 s
+    assert TimeBudget(10.0).round_images(costs.per_image_s, 2, 256, costs.per_round_s) == 2
     assert budget.final_steps(planned=100, spent=8.0, kd_step_s=0.1) == 20
     assert budget.final_steps(planned=10, spent=8.0, kd_step_s=0.1) == 10
     assert budget.final_steps(planned=10, spent=12.0, kd_step_s=0.1) == 0

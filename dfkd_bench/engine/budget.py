@@ -3,7 +3,8 @@
 A bank method's first round is a small calibration round (`calibration_images`, each with the
 method's full iterations). From what it costs, the rounds are sized so that at least
 `rounds_that_fit` of them fit in the budget: fewer images per round, never fewer iterations per
-image. They are re-sized when a round's measured cost says the size is off by more than half.
+image. Once rounds of two sizes are measured, a round's cost is fitted as a fixed part plus a part
+per image, and the rounds are re-sized when that says the size is 10% too large or half too small.
 Before each round the run stops if that round plus the final KD (scaled to the images made) would
 overrun, and the final KD is cut to the seconds left. A run that still ends above budget + tolerance
 (max(5% of the budget, one KD step)) is over budget and reports no accuracy; so is one whose smallest
@@ -41,11 +42,12 @@ class TimeBudget:
         """True when `spent` seconds are beyond the budget plus its tolerance."""
         return spent > self.seconds + self.tolerance(kd_step_s)
 
-    def round_images(self, per_image_s: float, smallest: int, largest: int) -> int:
-        """Images per round such that `rounds_that_fit` rounds at `per_image_s` fit in the budget."""
+    def round_images(self, per_image_s: float, smallest: int, largest: int, per_round_s: float = 0.0) -> int:
+        """Images per round such that `rounds_that_fit` rounds, each `per_round_s` plus `per_image_s`
+        an image, fit in the budget."""
         if per_image_s <= 0:
             return largest
-        fitting = math.floor(self.seconds / (self.rounds_that_fit * per_image_s))
+        fitting = math.floor((self.seconds / self.rounds_that_fit - per_round_s) / per_image_s)
         return max(smallest, min(largest, fitting))
 
     def final_steps(self, planned: int, spent: float, kd_step_s: float) -> int:
@@ -65,14 +67,29 @@ class TimeBudget:
 class RoundCosts:
     """What the budget has measured so far (kept in the checkpoint, so a resumed run decides alike)."""
 
-    per_image_s: float = 0.0     # the last round's synthesis seconds per image
+    per_image_s: float = 0.0     # synthesis seconds per extra image in a round
+    per_round_s: float = 0.0     # synthesis seconds a round costs whatever its size (per-step overheads)
     kd_step_s: float = 0.0       # KD seconds per student step, over all steps so far
     largest: int = 0             # the planned images per round (the size rounds never exceed)
     unit_s: float | None = None  # seconds of the smallest unit of work, once measured
+    points: tuple[tuple[int, float], ...] = ()  # (images, synthesis seconds) of the last two round sizes
+
+    def measured(self, images: int, synth_s: float) -> None:
+        """Fit synthesis seconds = per_round_s + per_image_s * images to the last rounds of two sizes
+        (proportional while only one size was measured): small rounds are dominated by per-step cost."""
+        points = [p for p in self.points if p[0] != images][-1:] + [(images, synth_s)]
+        self.points = tuple(points)
+        if len(points) == 2:
+            (n0, t0), (n1, t1) = points
+            slope = (t1 - t0) / (n1 - n0)
+            if slope > 0 and t1 - slope * n1 >= 0:
+                self.per_image_s, self.per_round_s = slope, t1 - slope * n1
+                return
+        self.per_image_s, self.per_round_s = synth_s / max(1, images), 0.0
 
     def round_seconds(self, info: RoundInfo) -> float:
         """The projected seconds of round `info`: its synthesis and its KD steps."""
-        return self.per_image_s * info.images + self.kd_step_s * info.kd_steps
+        return self.per_round_s + self.per_image_s * info.images + self.kd_step_s * info.kd_steps
 
 
 def relaid(schedule: Schedule, done: int, size: int, first: int | None = None) -> Schedule:
@@ -126,8 +143,8 @@ class BudgetPlanner:
         return relaid(schedule, 0, costs.largest, first=first) if first < costs.largest else schedule
 
     def measured(self, costs: RoundCosts, info: RoundInfo, synth_s: float, kd_s: float, kd_steps: int) -> None:
-        """Record the round just run: its synthesis seconds per image, and the KD seconds per step so far."""
-        costs.per_image_s = synth_s / max(1, info.images)
+        """Record the round just run: its synthesis cost, and the KD seconds per step so far."""
+        costs.measured(info.images, synth_s)
         costs.kd_step_s = kd_s / kd_steps if kd_steps else costs.kd_step_s
         if info.index == 0:
             costs.unit_s = synth_s + costs.kd_step_s * info.kd_steps
@@ -140,7 +157,7 @@ class BudgetPlanner:
         current = schedule.rounds[done].images
         kd_per_image = schedule.kd_steps / max(1, schedule.images)
         fitting = self.budget.round_images(costs.per_image_s + kd_per_image * costs.kd_step_s,
-                                           self.smallest, costs.largest)
+                                           self.smallest, costs.largest, costs.per_round_s)
         if done == 1 or not self.RESIZE_BELOW * current <= fitting <= self.RESIZE_ABOVE * current:
             return fitting
         return current
