@@ -118,7 +118,8 @@ class RunPrinter:
             return
         tag = "cached" if cached else row.get("status")
         acc = row.get("student_acc") or "-"
-        budget = f" budget={row['time_budget']}s ({row.get('n_synthetic')} images)" if row.get("time_budget") else ""
+        rounds = f" in {row['rounds']} rounds" if row.get("rounds") not in (None, "") else ""
+        budget = f" budget={row['time_budget']}s ({row.get('n_synthetic')} images{rounds})" if row.get("time_budget") else ""
         self.progress.console.print(
             f"{row['method']:<14} {row['dataset']} ratio={row['ratio']} res={row['resolution']}{budget} seed={row['seed']}: "
             f"student {acc}% (teacher {row.get('teacher_acc')}%) synth {row.get('synth_s') or '-'}s "
@@ -127,22 +128,34 @@ class RunPrinter:
 
 
 def _print_table(rows: list[dict[str, Any]]) -> None:
-    from .report import runs_frame, summarize
+    from .report import runs_frame
+    from .report.tables import marked_summary
 
     df = runs_frame(rows)
-    summary = summarize(df)
+    summary, footnotes = marked_summary(df, _class_count)
     table = Table(title="comparison (mean over seeds; seconds are wall-clock per phase)")
-    for col in ["method", "ratio", "res", "seeds", "teacher acc", "student acc", "±", "synth s", "kd s", "total s",
-                "images"]:
+    budgeted = bool(summary["time_budget"].astype(bool).any()) if len(summary) else False
+    for col in ["method", "ratio", "res", *(["budget s"] if budgeted else []), "seeds", "teacher acc", "student acc",
+                "±", "synth s", "kd s", "total s", "images"]:
         table.add_column(col, justify="left" if col == "method" else "right")
     for r in summary.itertuples(index=False):
-        table.add_row(r.method, f"{r.ratio:g}", str(r.resolution), str(r.seeds), f"{r.teacher_acc:.2f}",
-                      f"{r.student_acc:.2f}", f"{r.student_acc_std:.2f}" if r.seeds > 1 else "—", f"{r.synth_s:.1f}", f"{r.kd_s:.1f}",
-                      f"{r.total_s:.1f}", f"{r.images:.0f}")
+        table.add_row(r.method, f"{r.ratio:g}", str(r.resolution), *([r.time_budget or "—"] if budgeted else []),
+                      str(r.seeds), f"{r.teacher_acc:.2f}", r.student_acc, r.student_acc_std, f"{r.synth_s:.1f}",
+                      f"{r.kd_s:.1f}", f"{r.total_s:.1f}", f"{r.images:.0f}")
     console.print(table)
+    for line in footnotes:
+        console.print(line, markup=False)
     bad = df[df["status"] != "ok"]
     for r in bad.itertuples(index=False):
         console.print(f"{r.run_id}: {r.status} {getattr(r, 'error', '')}", markup=False)
+
+
+def _class_count(dataset: str) -> int | None:
+    """A dataset's number of classes by name, for runs.csv files that did not record num_classes (None if unknown)."""
+    try:
+        return DATASETS.get(dataset).num_classes
+    except UserError:
+        return None
 
 
 def data_options(command: Any) -> Any:
@@ -400,8 +413,8 @@ def _deprecated(old: str, new: str) -> None:
               type=click.Choice(["markdown", "csv", "latex"]))
 def report_cmd(results_dir: str | None, old_out: str | None, threshold: float | None, fmt: str) -> None:
     """Summarise runs.csv over seeds (mean and std of accuracy, seconds per phase)."""
-    from .report import read_runs_csv, summarize, to_markdown
-    from .report.tables import add_time_to_accuracy, require_runs_csv
+    from .report import read_runs_csv
+    from .report.tables import add_time_to_accuracy, marked_summary, render_summary, require_runs_csv
 
     if old_out is not None:
         if results_dir is not None:
@@ -413,13 +426,11 @@ def report_cmd(results_dir: str | None, old_out: str | None, threshold: float | 
     df = read_runs_csv(out_dir)
     if threshold is not None:
         df = add_time_to_accuracy(df, out_dir, threshold)
-    table = summarize(df)
+    table, footnotes = marked_summary(df, _class_count)
+    click.echo(render_summary(table, footnotes, fmt), nl=fmt != "csv")
     if fmt == "csv":
-        click.echo(table.to_csv(index=False), nl=False)
-    elif fmt == "latex":
-        click.echo(table.to_latex(index=False, float_format="%.2f"))
-    else:
-        click.echo(to_markdown(table))
+        for line in footnotes:
+            click.echo(line, err=True)
 
 
 @cli.group("teacher")
@@ -427,19 +438,22 @@ def teacher_group() -> None:
     """Train or inspect cached teachers."""
 
 
-def _teacher_setup(dataset: str, arch: str | None, data_root: str | None, classes: str | None, device: str,
-                   download: bool, need_data: bool) -> tuple[Any, str, Any, Any]:
-    """Dataset spec (with --classes), architecture, data source (None where optional and absent), device."""
+def _teacher_arguments(dataset: str, arch: str | None, classes: str | None, device: str) -> tuple[Any, str, Any]:
+    """Dataset spec (with --classes), architecture and device: what the arguments decide before any data."""
     from .runner import dataset_spec, pick_device
 
-    _maybe_download(dataset, data_root, download)
     spec = dataset_spec(dataset, classes)
     arch = arch or spec.default_teacher
     MODELS.get(arch)
-    source = None
+    return spec, arch, pick_device(device)
+
+
+def _teacher_data(dataset: str, spec: Any, data_root: str | None, download: bool, need_data: bool) -> Any:
+    """The data source (after --download), or None where the data is optional and absent."""
+    _maybe_download(dataset, data_root, download)
     if need_data or data_root or os.environ.get("DFKD_BENCH_DATA") or not spec.needs_data_root:
-        source = spec.open(data_root)
-    return spec, arch, source, pick_device(device)
+        return spec.open(data_root)
+    return None
 
 
 def _print_card(card: Any) -> None:
@@ -464,8 +478,9 @@ def teacher_train_cmd(dataset: str, arch: str | None, epochs: int | None, seed: 
     """Train a teacher on the real train split (SGD, cosine; 200 epochs for CIFAR) and cache it with its card."""
     from .teachers import recipe_for, trained_teacher
 
-    spec, arch, source, dev = _teacher_setup(dataset, arch, data_root, classes, device, download, need_data=True)
+    spec, arch, dev = _teacher_arguments(dataset, arch, classes, device)
     recipe = recipe_for(spec, smoke, **({"epochs": epochs} if epochs is not None else {}))
+    source = _teacher_data(dataset, spec, data_root, download, need_data=True)
     train_size = source.train_size
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
@@ -492,11 +507,16 @@ def teacher_import_cmd(file: str | None, dataset: str, arch: str, teacher_weight
                        data_root: str | None, classes: str | None, download: bool) -> None:
     """Cache a teacher trained elsewhere (.pt/.pth/.safetensors, loaded strictly with weights_only);
     a 1000-class ImageNet one is restricted to an ImageNet subset's classes."""
-    from .teachers import import_teacher, torchvision_teacher
+    from .teachers import check_checkpoint, import_teacher, torchvision_teacher, torchvision_weights
 
     if bool(file) == bool(teacher_weights):
         raise UserError("teacher import needs exactly one of FILE or --teacher-weights NAME")
-    spec, arch, source, dev = _teacher_setup(dataset, arch, data_root, classes, device, download, need_data=False)
+    spec, arch, dev = _teacher_arguments(dataset, arch, classes, device)
+    if file:
+        check_checkpoint(file, spec, arch)
+    else:
+        torchvision_weights(arch, teacher_weights)
+    source = _teacher_data(dataset, spec, data_root, download, need_data=False)
     if file:
         _, card = import_teacher(file, spec, arch, dev, source)
     else:
@@ -544,9 +564,12 @@ def table_cmd(out_dir: str, rows: str, cols: str, metric: str, fmt: str, publish
     from .report.tables import require_runs_csv
 
     require_runs_csv(out_dir)
-    pivot = build_pivot(out_dir, rows=rows, cols=cols, metric=metric, threshold=threshold, published=published)
+    pivot = build_pivot(out_dir, rows=rows, cols=cols, metric=metric, threshold=threshold, published=published,
+                        classes_of=_class_count)
     if fmt == "csv":
         click.echo(render_csv(pivot), nl=False)
+        for line in pivot.footnotes:
+            click.echo(line, err=True)
         if pivot.note:
             click.echo(pivot.note, err=True)
         click.echo(pivot.left_out_line(), err=True)
@@ -593,7 +616,7 @@ def merge_cmd(inputs: tuple[str, ...], out_dir: str) -> None:
         sys.exit(1)
 
 
-PLOT_KINDS = ("time-accuracy", "resolution", "ratio-accuracy", "curves", "samples", "all")
+PLOT_KINDS = ("time-accuracy", "time-budget", "resolution", "ratio-accuracy", "curves", "samples", "all")
 
 
 @cli.command("plot")
@@ -605,11 +628,15 @@ PLOT_KINDS = ("time-accuracy", "resolution", "ratio-accuracy", "curves", "sample
 @click.option("--to", "old_to", default=None, type=click.Path(), hidden=True,
               help="Deprecated: figure folder of the old `plot --out RESULTS --to FIGDIR`.")
 @click.option("--pdf", is_flag=True, help="Also write a PDF next to each PNG.")
-def plot_cmd(kind: str | None, results_dir: str | None, out: str | None, old_to: str | None, pdf: bool) -> None:
-    """Paper figures: time-accuracy bubbles, resolution bars, ratio-accuracy lines, training curves, samples.
+@click.option("--methods", default=None, help="Only these methods, e.g. muse,fast (colours stay the same).")
+def plot_cmd(kind: str | None, results_dir: str | None, out: str | None, old_to: str | None, pdf: bool,
+             methods: str | None) -> None:
+    """Paper figures: time-accuracy bubbles, accuracy at equal time, resolution bars, ratio-accuracy lines,
+    training curves, samples.
 
-    KIND is one of time-accuracy, resolution, ratio-accuracy, curves, samples (written to --out FILE.png) or
-    `all` (each under its own name in the --out folder, skipping, with a note, kinds that have no data).
+    KIND is one of time-accuracy, time-budget, resolution, ratio-accuracy, curves, samples (written to --out
+    FILE.png) or `all` (each under its own name in the --out folder, skipping, with a note, kinds that have no
+    data).
     """
     from .report import plots
 
@@ -624,6 +651,8 @@ def plot_cmd(kind: str | None, results_dir: str | None, out: str | None, old_to:
                         f"use `plot {kind} --results RESULTS --out ...`")
     results_dir = results_dir or "results"
     res = plots.load_results(results_dir)
+    if methods is not None:
+        res = plots.select_methods(res, methods)
     if old_spelling:
         _deprecated("plot --out DIR [--to FIGDIR]", "plot all --results DIR --out FIGDIR")
     if kind == "all":
@@ -655,10 +684,19 @@ def _plot_file(out: str | None, results_dir: str, name: str) -> Path:
     return Path(out) / name
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      file: Any = None, line: str | None = None) -> None:
-    """Warnings (a train-size mismatch, failed checksums) as one `warning:` line on stderr."""
-    click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+class OnceWarnings:
+    """`warnings.showwarning` for one command: each warning (a train-size mismatch, failed checksums, a
+    folder alias) as one `warning:` line on stderr, the first time its text comes up only."""
+
+    def __init__(self) -> None:
+        self.shown: set[str] = set()
+
+    def __call__(self, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        if text not in self.shown:
+            self.shown.add(text)
+            click.echo(f"warning: {text}", err=True)
 
 
 INVOCATION: list[str] = []  # the command line `main` was given (what `run --nproc N` passes to each process)
@@ -681,7 +719,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: bad input gets one line on stderr and exit status 2, never a traceback."""
     args = sys.argv[1:] if argv is None else argv
     INVOCATION[:] = args
-    warnings.showwarning = _one_line_warning
+    warnings.showwarning = OnceWarnings()
     if not args:
         with click.Context(cli, info_name="dfkd-bench") as ctx:
             click.echo(cli.get_help(ctx))

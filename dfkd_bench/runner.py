@@ -10,7 +10,7 @@ import math
 import os
 import traceback
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,15 +36,15 @@ from .errors import UserError
 from .models import MODELS, create_model
 from .outputs import FINISHED, read_runs, write_curve, write_json, write_run_row, write_sample_arrays, write_samples
 from .plugins import METHODS
-from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
+from .teachers import RUN_ARCH_FLAG, SMOKE_TEST_IMAGES, TeacherCard, check_checkpoint, get_teacher, torchvision_weights
 from .tracking import RunTracker, check_trackers
 
 AUTO_BATCH_FLOOR = 4  # --auto-batch stops halving before a synthesis or student batch would go below this
 
 
 @dataclass
-class ResolvedRun:
-    """A RunConfig with every default filled in, validated before any work starts."""
+class RunArguments:
+    """What a RunConfig decides on its own: its defaults filled in and checked before any data is read."""
 
     config: RunConfig
     spec: DatasetSpec
@@ -54,11 +54,17 @@ class ResolvedRun:
     student: str
     resolutions: tuple[int, ...]
     device: torch.device
+    world_size: int  # processes the run is data-parallel over (torchrun / --nproc)
+
+
+@dataclass
+class ResolvedRun(RunArguments):
+    """A RunConfig with every default filled in, validated before any work starts."""
+
     n_synthetic: int
     source: DataSource | None
     schedule: Schedule
     halvings: int = 0  # --auto-batch: how many times the batch sizes were halved after running out of memory
-    world_size: int = 1  # processes the run is data-parallel over (torchrun / --nproc)
 
     @property
     def run_hparams(self) -> MethodHparams:
@@ -188,7 +194,7 @@ def check_bank_fits(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...
     if estimate > budget:
         raise UserError(f"a bank of {n_synthetic} synthetic images at {max(resolutions)} px needs about "
                         f"{estimate / 2**30:.1f} GiB (uint8) but the memory budget is {budget / 2**30:.1f} "
-                        f"GiB (half the RAM); lower --ratio or the generation --resolution")
+                        f"GiB (half the RAM); lower --ratio or the generation resolution (--sweep-resolutions)")
 
 
 def reference_schedule(method_cls: type[Method], spec: DatasetSpec) -> ReferenceSchedule | None:
@@ -204,25 +210,48 @@ def planned_images(config: RunConfig, hparams: MethodHparams, train_size: int) -
     return max(1, round(config.ratio * train_size))
 
 
+def protocol_reference(config: RunConfig, method_cls: type[Method], spec: DatasetSpec) -> ReferenceSchedule | None:
+    """The reference schedule the run's rounds follow, judged from the arguments alone: refuses an
+    unknown protocol, and `paper` for a method without a reference schedule for the dataset."""
+    if config.protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {config.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
+    reference = reference_schedule(method_cls, spec)
+    if config.protocol == "paper" and not config.smoke and reference is None:
+        have = sorted(method_cls.Hparams.PAPER) or ["none"]
+        raise UserError(f"--protocol paper: {method_cls.name} has no reference schedule for {spec.name}; "
+                        f"it has one for: {', '.join(have)}")
+    return reference
+
+
 def build_schedule(config: RunConfig, method_cls: type[Method], spec: DatasetSpec, hparams: MethodHparams,
                    train_size: int) -> Schedule:
     """The run's rounds under its protocol; `paper` needs the method's reference schedule for the dataset."""
-    if config.protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {config.protocol!r}; choose from: {', '.join(PROTOCOLS)}")
+    reference = protocol_reference(config, method_cls, spec)
     n_total = planned_images(config, hparams, train_size)
-    reference = reference_schedule(method_cls, spec)
     if config.protocol == "paper" and not config.smoke:
-        if reference is None:
-            have = sorted(method_cls.Hparams.PAPER) or ["none"]
-            raise UserError(f"--protocol paper: {method_cls.name} has no reference schedule for {spec.name}; "
-                            f"it has one for: {', '.join(have)}")
         return hparams.paper_schedule(n_total, reference)
     return hparams.equal_schedule(n_total, reference)
 
 
-def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool = True) -> ResolvedRun:
-    """Fill defaults and validate (data root included); every bad input becomes a one-line UserError.
-    With need_data=False (a dry run) a dataset without a data root is sized by its standard split."""
+def generation_resolutions(config: RunConfig, method_cls: type[Method], spec: DatasetSpec) -> tuple[int, ...]:
+    """The run's generation resolution(s), each in range and one the method can make; a refusal names
+    the option that gave it (--multi-resolution or --sweep-resolutions)."""
+    if config.resolutions:
+        resolutions, flag = tuple(int(r) for r in config.resolutions), "--multi-resolution"
+    elif config.resolution is not None:
+        resolutions, flag = (int(config.resolution),), "--sweep-resolutions"
+    else:
+        resolutions, flag = tuple(method_cls.default_resolutions(spec)), "--sweep-resolutions"
+    for r in resolutions:
+        if r < 4 or r > 4 * spec.input_size:
+            raise UserError(f"{flag} {r} is out of range for {spec.name} (4 to {4 * spec.input_size})")
+    method_cls.check_resolutions(resolutions)
+    return resolutions
+
+
+def check_arguments(config: RunConfig) -> RunArguments:
+    """Fill the defaults a config decides alone and refuse what the arguments (and the files they
+    name) decide alone, so that a refusal comes before any data is read or warned about."""
     spec = dataset_spec(config.dataset, config.classes)
     method_cls = METHODS.get(config.method)
     if not (isinstance(config.ratio, (int, float)) and math.isfinite(config.ratio) and config.ratio > 0):
@@ -231,18 +260,11 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
     student = config.student or spec.default_student
     MODELS.get(teacher)
     MODELS.get(student)
-    if config.resolutions:
-        resolutions = tuple(int(r) for r in config.resolutions)
-    elif config.resolution is not None:
-        resolutions = (int(config.resolution),)
-    else:
-        resolutions = tuple(method_cls.default_resolutions(spec))
-    for r in resolutions:
-        if r < 4 or r > 4 * spec.input_size:
-            raise UserError(f"--resolution {r} is out of range for {spec.name} (4 to {4 * spec.input_size})")
-    method_cls.check_resolutions(resolutions)
+    resolutions = generation_resolutions(config, method_cls, spec)
     if config.teacher_checkpoint and not Path(config.teacher_checkpoint).is_file():
         raise UserError(f"--teacher-checkpoint {config.teacher_checkpoint} does not exist")
+    if config.label_embeddings and not Path(config.label_embeddings).is_file():
+        raise UserError(f"--label-embeddings {config.label_embeddings} does not exist")
     if config.time_budget is not None and not (isinstance(config.time_budget, (int, float))
                                                and math.isfinite(config.time_budget) and config.time_budget > 0):
         raise UserError(f"--time-budget must be a positive number of seconds (synthesis + KD), got {config.time_budget}")
@@ -254,24 +276,50 @@ def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool =
         raise UserError(str(exc)) from None
     if config.teacher_checkpoint and config.teacher_weights:
         raise UserError("pass either --teacher-checkpoint FILE or --teacher-weights NAME, not both")
+    if config.teacher_weights:
+        torchvision_weights(teacher, config.teacher_weights, RUN_ARCH_FLAG)
     hparams = resolve_hparams(method_cls.Hparams, spec.preset_names, config.overrides, method_cls.name,
                               teacher=teacher, smoke=config.smoke, protocol=config.protocol)
+    protocol_reference(config, method_cls, spec)
     device = pick_device(config.device)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        check_data_parallel(method_cls, hparams, config, world_size)
+    return RunArguments(config, spec, method_cls, hparams, teacher, student, resolutions, device, world_size)
+
+
+def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool = True) -> ResolvedRun:
+    """Fill defaults and validate (data root included); every bad input becomes a one-line UserError.
+    With need_data=False (a dry run) a dataset without a data root is sized by its standard split."""
+    return resolve_checked(check_arguments(config), sources, need_data)
+
+
+def resolve_all(configs: Sequence[RunConfig], need_data: bool = True) -> list[ResolvedRun]:
+    """`resolve` for a grid: every config's arguments are checked (each teacher checkpoint read once)
+    before any data root is opened, and each root is then opened once."""
+    checked = [check_arguments(c) for c in configs]
+    for file, arch, spec in dict.fromkeys((a.config.teacher_checkpoint, a.teacher, a.spec) for a in checked
+                                          if a.config.teacher_checkpoint):
+        check_checkpoint(file, spec, arch, RUN_ARCH_FLAG)
+    sources: Sources = {}
+    return [resolve_checked(a, sources, need_data) for a in checked]
+
+
+def resolve_checked(args: RunArguments, sources: Sources | None = None, need_data: bool = True) -> ResolvedRun:
+    """`resolve` after `check_arguments`: the data root opened (once per root in `sources`), the bank's
+    size checked and the rounds laid out."""
+    config, spec, method_cls, hparams = args.config, args.spec, args.method_cls, args.hparams
     has_root = bool(config.data_root or os.environ.get(DATA_ENV)) or not spec.needs_data_root
     source = open_source(spec, config.data_root, sources) if need_data or has_root else None
     train_size = source.train_size if source else spec.train_size
     if need_data and method_cls.sample_source == "bank":  # before laying out the rounds (a dry run reports the size)
-        check_bank_fits(planned_images(config, hparams, train_size), spec.in_chans, resolutions, device)
+        check_bank_fits(planned_images(config, hparams, train_size), spec.in_chans, args.resolutions, args.device)
     schedule = build_schedule(config, method_cls, spec, hparams, train_size)
     if schedule.source != method_cls.sample_source:
         raise UserError(f"{method_cls.name}: its hyper-parameters ({method_cls.Hparams.__name__}) build a "
                         f"{schedule.source} schedule, but the method samples from its {method_cls.sample_source}")
-    n_synthetic = schedule.images
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:
-        check_data_parallel(method_cls, hparams, config, world_size)
-    return ResolvedRun(config, spec, method_cls, hparams, teacher, student, resolutions, device, n_synthetic,
-                       source, schedule, world_size=world_size)
+    return ResolvedRun(**{f.name: getattr(args, f.name) for f in fields(RunArguments)},
+                       n_synthetic=schedule.images, source=source, schedule=schedule)
 
 
 def check_data_parallel(method_cls: type[Method], hparams: MethodHparams, config: RunConfig, world_size: int) -> None:
@@ -343,6 +391,8 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
             "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
             "budget": resolved.schedule.budget, "world_size": resolved.world_size,
+            "num_classes": resolved.spec.num_classes,
+            "paper_kd_steps": getattr(resolved.run_hparams, "paper_steps", "") or "",
             "protocol_notes": resolved.schedule.protocol_notes()}
 
 
@@ -365,9 +415,20 @@ def work_columns(tflop: dict[str, float], seconds: dict[str, float]) -> dict[str
     """synth_tflop/kd_tflop (forward+backward TFLOP spent) and the TFLOP/s achieved in each phase."""
     columns = {}
     for phase in ("synth", "kd"):
-        columns[f"{phase}_tflop"] = f"{tflop.get(phase, 0.0):.6g}"
-        columns[f"{phase}_tflops"] = f"{achieved_rate(tflop.get(phase, 0.0), seconds.get(phase, 0.0)):.4g}"
+        if phase not in tflop:  # not counted (synthesis under a time budget)
+            columns[f"{phase}_tflop"] = columns[f"{phase}_tflops"] = ""
+            continue
+        columns[f"{phase}_tflop"] = f"{tflop[phase]:.6g}"
+        columns[f"{phase}_tflops"] = f"{achieved_rate(tflop[phase], seconds.get(phase, 0.0)):.4g}"
     return columns
+
+
+def budget_columns(outcome: Any) -> dict[str, Any]:
+    """What a run made of its budget: student steps, rounds and their size, and for a time-budgeted
+    run the tolerance and (over budget at its smallest unit) what that unit took."""
+    return {"kd_steps": outcome.kd_steps, "rounds": outcome.rounds, "round_images": outcome.round_images,
+            "tolerance_s": f"{outcome.tolerance_s:.2f}" if outcome.tolerance_s is not None else "",
+            "unit_s": f"{outcome.unit_s:.2f}" if outcome.unit_s is not None else ""}
 
 
 def _device_name(device: torch.device) -> str:
@@ -403,7 +464,8 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
 
     def logged(res: ResolvedRun, r: int, n: int, state: Any) -> None:
         last = state.curve[-1] if state.curve else None
-        trained = res.schedule.rounds[r - 1].kd_steps > 0  # a warm-up round has no student loss to show
+        rounds = (state.schedule or res.schedule).rounds  # a time budget may have re-sized them
+        trained = rounds[r - 1].kd_steps > 0  # a warm-up round has no student loss to show
         log.info("round %d/%d images=%s loss=%s acc=%s seconds=%s", r, n, last.images if last else "-",
                  f"{state.last_loss:.4f}" if trained else "-", f"{last.student_acc:.2f}" if last else "-",
                  {k: round(v, 2) for k, v in state.seconds.items()})
@@ -428,7 +490,9 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         log.error("failed:\n%s", traceback.format_exc())
     else:
         sec = outcome.seconds
-        row.update(status="ok", student_acc=f"{outcome.student_acc:.2f}", n_synthetic=outcome.n_synthetic,
+        row.update(status="over_budget" if outcome.over_budget else "ok",
+                   student_acc="" if outcome.over_budget else f"{outcome.student_acc:.2f}",
+                   n_synthetic=outcome.n_synthetic, **budget_columns(outcome),
                    synth_s=f"{sec.get('synth', 0):.2f}", kd_s=f"{sec.get('kd', 0):.2f}",
                    eval_s=f"{sec.get('eval', 0):.2f}", total_s=f"{sum(sec.values()):.2f}",
                    peak_mem_mb=f"{peak_memory_mb(resolved.device):.0f}",
@@ -444,7 +508,12 @@ def run_one(resolved: ResolvedRun, out_dir: Path, teacher: torch.nn.Module, card
         save_atomic({"arch": resolved.student, "num_classes": resolved.spec.num_classes,
                      "state_dict": ctx.student.state_dict()}, run_dir / "student.pt")
         (run_dir / "checkpoint.pt").unlink(missing_ok=True)
-        log.info("done: student %.2f%% seconds %s", outcome.student_acc, sec)
+        if outcome.over_budget:
+            log.info("over budget: %.2f s of synthesis + KD against %s s (+%s s tolerance)%s",
+                     sec.get("synth", 0) + sec.get("kd", 0), row["time_budget"], row["tolerance_s"],
+                     f"; its smallest unit took {row['unit_s']} s" if row["unit_s"] else "")
+        else:
+            log.info("done: student %.2f%% seconds %s", outcome.student_acc, sec)
         if tracker:
             tracker.finish(outcome.curve, bank, outcome.curve[-1].round, row)
     finally:
@@ -522,8 +591,7 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
     (tensorboard, wandb) mirror each run live."""
     out_dir = Path(out_dir)
     trackers = check_trackers(trackers)
-    sources: Sources = {}
-    resolved = [resolve(c, sources) for c in configs]
+    resolved = resolve_all(configs)
     group = distributed.init_from_env(resolved[0].device.type) if resolved else distributed.SINGLE
     finished = read_runs(out_dir)
     rows: list[dict[str, Any]] = []
@@ -593,7 +661,7 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
                      seeds=_as_list(seed), pairs=list(pairs) or [(None, None)],
                      overrides=parse_set_options(list(sets), names), time_budgets=_as_list(time_budget))
     if dry_run:
-        return [resolve(c, need_data=False) for c in configs]
+        return resolve_all(configs, need_data=False)
     return run_many(configs, out, force=force, trackers=trackers, **callbacks)
 
 
@@ -651,8 +719,7 @@ def plan(configs: Sequence[RunConfig], out_dir: str | Path = "results") -> list[
             total, count = per_image.get((row["method"], row["dataset"]), (0.0, 0))
             per_image[(row["method"], row["dataset"])] = (total + seconds, count + images)
     planned = []
-    for config in configs:
-        res = resolve(config, need_data=False)
+    for res in resolve_all(configs, need_data=False):
         prior = finished.get(res.run_id)
         if prior and prior.get("status") in FINISHED:
             status = "done"

@@ -27,6 +27,7 @@ from .models import MODELS, create_model, model_info, replace_classifier
 
 IMAGENET_CLASSES = 1000
 SMOKE_TEST_IMAGES = 200  # a smoke check evaluates on an evenly spaced subset of the test split
+RUN_ARCH_FLAG = "--teacher"  # the option that names the teacher's architecture in `run` (`teacher import`: --arch)
 
 
 @dataclass
@@ -166,9 +167,11 @@ def _classifier_rows(state: dict[str, torch.Tensor], model: nn.Module) -> int | 
     return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
 
 
-def build_from_state(state: dict[str, torch.Tensor], spec: DatasetSpec, arch: str, origin: str) -> tuple[nn.Module, int | None]:
+def build_from_state(state: dict[str, torch.Tensor], spec: DatasetSpec, arch: str, origin: str,
+                     arch_flag: str = "--arch") -> tuple[nn.Module, int | None]:
     """Load a state dict strictly into `arch`; a 1000-class ImageNet one is restricted to an ImageNet
-    subset's classes. Returns the model and the class count it was restricted from (or None)."""
+    subset's classes. Returns the model and the class count it was restricted from (or None).
+    `arch_flag` is the option that chose `arch` in the command at hand (`run`: --teacher)."""
     probe = create_model(arch, spec.num_classes, spec.in_chans)
     rows = _classifier_rows(state, probe)
     indices = restricted_indices(spec, rows) if rows is not None else None
@@ -187,7 +190,7 @@ def build_from_state(state: dict[str, torch.Tensor], spec: DatasetSpec, arch: st
             f"{len(result.missing_keys)} missing keys (e.g. {result.missing_keys[0]})" if result.missing_keys else "",
             f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]})"
             if result.unexpected_keys else "") if part)
-        raise UserError(f"{origin} does not fit {arch}: {detail}; pass the --arch it was trained as "
+        raise UserError(f"{origin} does not fit {arch}: {detail}; pass the {arch_flag} it was trained as "
                         f"(`dfkd-bench models` lists them)")
     if indices is not None:
         restrict_classes(model, indices)
@@ -216,14 +219,21 @@ def measure(model: nn.Module, spec: DatasetSpec, source: DataSource | None, devi
     return accuracy(model, split, Normalize(spec.mean, spec.std).to(device)), len(split)
 
 
+def check_checkpoint(file: str | Path, spec: DatasetSpec, arch: str,
+                     arch_flag: str = "--arch") -> tuple[nn.Module, int | None]:
+    """The checkpoint loaded strictly into `arch` on the CPU (see `build_from_state`): a file that does
+    not fit is refused before any data is read."""
+    MODELS.get(arch)
+    return build_from_state(read_state_dict(Path(file)), spec, arch, f"checkpoint {file}", arch_flag)
+
+
 def import_teacher(file: str | Path, spec: DatasetSpec, arch: str, device: torch.device,
-                   source: DataSource | None, smoke: bool = False) -> tuple[nn.Module, TeacherCard]:
+                   source: DataSource | None, smoke: bool = False,
+                   arch_flag: str = "--arch") -> tuple[nn.Module, TeacherCard]:
     """Take a checkpoint from elsewhere (.pt/.pth/.safetensors; wrappers and prefixes handled), verify it
     loads strictly into `arch`, measure it when the test split is there, and cache it with a card."""
     file = Path(file)
-    MODELS.get(arch)
-    state = read_state_dict(file)
-    model, restricted = build_from_state(state, spec, arch, f"checkpoint {file}")
+    model, restricted = check_checkpoint(file, spec, arch, arch_flag)
     model = model.to(device)
     acc, count = measure(model, spec, source, device, smoke)
     sha = file_sha256(file)
@@ -233,19 +243,27 @@ def import_teacher(file: str | Path, spec: DatasetSpec, arch: str, device: torch
     return _freeze(model), card
 
 
-def torchvision_state(arch: str, weights: str, dataset: str = "DATASET") -> tuple[dict[str, torch.Tensor], str]:
-    """A torchvision weights enum's state dict (downloaded once to torch's hub cache) and its name."""
+def torchvision_weights(arch: str, weights: str, arch_flag: str = "--arch") -> Any:
+    """The torchvision weights entry `weights` of `arch`, judged from the names alone (nothing is
+    downloaded); `arch_flag` is the option that chose `arch` in the command at hand (`run`: --teacher)."""
     tv_name = model_info(arch).torchvision_name
     if tv_name is None:
         choices = ", ".join(n for n in MODELS.names() if model_info(n).torchvision_name)
-        raise UserError(f"--teacher-weights needs a torchvision architecture; choose --arch from: {choices}")
+        raise UserError(f"--teacher-weights needs a torchvision architecture; choose {arch_flag} from: {choices}")
     import torchvision
 
     enum = torchvision.models.get_model_weights(tv_name)
     if weights not in enum.__members__:
         raise UserError(f"--teacher-weights {weights!r} is not a {tv_name} weight set; choose from: "
                         f"{', '.join(enum.__members__)}")
-    entry = enum[weights]
+    return enum[weights]
+
+
+def torchvision_state(arch: str, weights: str, dataset: str = "DATASET",
+                      arch_flag: str = "--arch") -> tuple[dict[str, torch.Tensor], str]:
+    """A torchvision weights enum's state dict (downloaded once to torch's hub cache) and its name."""
+    entry = torchvision_weights(arch, weights, arch_flag)
+    tv_name = model_info(arch).torchvision_name
     try:
         state = entry.get_state_dict(progress=False)
     except (OSError, RuntimeError) as exc:
@@ -256,14 +274,15 @@ def torchvision_state(arch: str, weights: str, dataset: str = "DATASET") -> tupl
 
 
 def torchvision_teacher(spec: DatasetSpec, arch: str, weights: str, device: torch.device,
-                        source: DataSource | None, smoke: bool = False) -> tuple[nn.Module, TeacherCard]:
+                        source: DataSource | None, smoke: bool = False,
+                        arch_flag: str = "--arch") -> tuple[nn.Module, TeacherCard]:
     """An ImageNet teacher from torchvision's weights API, restricted to a subset's classes, cached."""
     path = teachers_dir() / spec.name / f"{arch}-{weights}.pt"
     if path.is_file() and _card_path(path).is_file():
         card = TeacherCard.read(_card_path(path))
         return load_cached_teacher(card, spec, device), card
-    state, origin = torchvision_state(arch, weights, spec.name)
-    model, restricted = build_from_state(state, spec, arch, origin)
+    state, origin = torchvision_state(arch, weights, spec.name, arch_flag)
+    model, restricted = build_from_state(state, spec, arch, origin, arch_flag)
     model = model.to(device)
     acc, count = measure(model, spec, source, device, smoke)
     card = TeacherCard(spec.name, arch, spec.num_classes, acc, {}, -1, "", 0.0, "", source=origin,
@@ -364,13 +383,14 @@ def get_teacher(spec: DatasetSpec, arch: str | None, source: DataSource, device:
                 recipe: TeacherRecipe | None = None, smoke: bool = False,
                 log: Callable[[str], None] | None = None) -> tuple[nn.Module, TeacherCard]:
     """A frozen teacher in eval mode and its card: from `checkpoint`, torchvision `weights`, the cache
-    (the newest teacher of `arch` for this dataset), or trained now and cached."""
+    (the newest teacher of `arch` for this dataset), or trained now and cached. `arch` is what `run
+    --teacher` chose, and refusals name that option."""
     arch = arch or spec.default_teacher
     MODELS.get(arch)
     if checkpoint is not None:
-        return import_teacher(checkpoint, spec, arch, device, source, smoke)
+        return import_teacher(checkpoint, spec, arch, device, source, smoke, arch_flag=RUN_ARCH_FLAG)
     if weights is not None:
-        return torchvision_teacher(spec, arch, weights, device, source, smoke)
+        return torchvision_teacher(spec, arch, weights, device, source, smoke, arch_flag=RUN_ARCH_FLAG)
     card = find_cached(spec, arch, smoke)
     if card is not None:
         return load_cached_teacher(card, spec, device), card

@@ -134,7 +134,7 @@ class Fast(LatentGeneratorMethod):
         kind = generator_kind(hp.generator, ctx.resolution)
         if kind == "deep":
             if ctx.resolution % 16:
-                raise UserError(f"fast.generator=deep: --resolution {ctx.resolution} must be a multiple of 16")
+                raise UserError(f"fast.generator=deep: generation resolution {ctx.resolution} must be a multiple of 16")
             return SpatialLatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
         return LatentGenerator(hp.nz, hp.ngf, ctx.resolution, ctx.spec.in_chans).to(ctx.device)
 

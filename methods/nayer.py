@@ -167,7 +167,7 @@ class Nayer(GeneratorMethod):
     def check_resolution(cls, resolution: int) -> None:
         """The generator quadruples a (r/4)x(r/4) map, so r must be a multiple of 4."""
         if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
+            raise UserError(f"generation resolution {resolution}: {cls.name} generates at multiples of 4 only")
 
     @property
     def chunk(self) -> int:

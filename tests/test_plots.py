@@ -13,20 +13,20 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
-from matplotlib.legend import Legend
 
 from cli_helpers import ok, one_line_error, run_cli
 from dfkd_bench import cli
 from dfkd_bench.report import plots, read_runs_csv, summarize
+from dfkd_bench.report.plot_layout import legends
+from figure_grids import DIGIT_NAMES, run_row, write_run_files
 
 REFERENCE = Path(__file__).parent.parent / "results" / "digits"
 METHODS = ["nayer", "fast", "muse"]
 RATIOS = [0.1, 0.5]
 RESOLUTIONS = ["16", "32"]
 BUDGETS = [5, 10]
-CLASSES = ["zero", "one", "two", "three"]
+CLASSES = ("zero", "one", "two", "three")
 PNG, PDF = b"\x89PNG\r\n\x1a\n", b"%PDF"
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 def accuracy(method: str, ratio: float, resolution: str, seed: int) -> float:
@@ -36,27 +36,10 @@ def accuracy(method: str, ratio: float, resolution: str, seed: int) -> float:
 
 def _row(method: str, ratio: float, resolution: str, seed: int, budget: str = "", status: str = "ok",
          smoke: str = "0") -> dict:
-    run_id = f"{method}-r{ratio}-{resolution}px-b{budget or 0}-s{seed}-{status}{smoke}"
-    total = 100 * ratio + 10 * seed + (float(budget) if budget else 0.0)
-    return {"run_id": run_id, "method": method, "dataset": "digits", "teacher": "t8", "student": "s8",
-            "ratio": ratio, "resolution": resolution, "seed": seed, "n_synthetic": int(1000 * ratio),
-            "teacher_acc": 99.0, "student_acc": accuracy(method, ratio, resolution, seed), "synth_s": total / 2,
-            "kd_s": total / 2, "eval_s": 0.1, "total_s": total, "peak_mem_mb": "", "device": "cpu",
-            "status": status, "error": "", "started_at": "", "version": "0", "smoke": smoke, "protocol": "equal",
-            "time_budget": budget}
-
-
-def _write_run_files(folder: Path, row: dict, channels: int) -> None:
-    """curve.csv (three evaluations) and samples.npz (two images per class, class-coloured) of one run."""
-    run_dir = folder / "runs" / row["run_id"]
-    run_dir.mkdir(parents=True)
-    acc = row["student_acc"]
-    pd.DataFrame({"round": [1, 2, 3], "images": [1, 2, 3], "elapsed_s": [1.0 + row["seed"], 5.0, row["total_s"]],
-                  "student_acc": [10.0, acc - 10, acc]}).to_csv(run_dir / "curve.csv", index=False)
-    labels = np.array([0, 1, 2, 3, 0, 1, 2, 3], dtype=np.int64)
-    images = np.repeat((labels * 60).astype(np.uint8)[:, None, None, None], channels, axis=1) * np.ones(
-        (1, 1, 8, 8), dtype=np.uint8)
-    np.savez_compressed(run_dir / "samples.npz", images=images, labels=labels, class_names=np.array(CLASSES))
+    """A run with a known accuracy; a budgeted one spends 90% of its budget (plus a tenth of a second a seed)."""
+    total = 0.9 * float(budget) + 0.1 * seed if budget else 100 * ratio + 10 * seed
+    return run_row(method, ratio, resolution, seed, accuracy(method, ratio, resolution, seed), total, budget, status,
+                   smoke)
 
 
 def write_results(folder: Path, resolutions: list[str] = RESOLUTIONS, budgets: bool = True) -> Path:
@@ -65,7 +48,7 @@ def write_results(folder: Path, resolutions: list[str] = RESOLUTIONS, budgets: b
     if budgets:
         rows += [_row("fast", 0.5, resolutions[-1], s, budget=str(b)) for b in BUDGETS for s in (0, 1)]
     for row in rows:
-        _write_run_files(folder, row, channels=1 if row["method"] == "nayer" else 3)
+        write_run_files(folder, row, channels=1 if row["method"] == "nayer" else 3, classes=CLASSES)
     rows += [_row("muse", 0.1, "16", 7, smoke="1"), _row("muse", 0.1, "16", 8, status="failed")]
     pd.DataFrame(rows).to_csv(folder / "runs.csv", index=False)
     return folder
@@ -93,9 +76,8 @@ def close_figures() -> Iterator[None]:
 
 
 def legend_texts(fig: Figure) -> list[str]:
-    """Every legend entry of a figure (axes and figure legends)."""
-    legends = [a for ax in fig.axes for a in ax.get_children() if isinstance(a, Legend)] + fig.legends
-    return [t.get_text() for legend in legends for t in legend.get_texts()]
+    """Every legend entry of a figure (axes, figure and subfigure legends)."""
+    return [t.get_text() for legend in legends(fig) for t in legend.get_texts()]
 
 
 def series_colours(fig: Figure) -> dict[str, tuple[float, float, float]]:
@@ -104,6 +86,11 @@ def series_colours(fig: Figure) -> dict[str, tuple[float, float, float]]:
     bars = {c.get_label(): c.lines[0].get_color() for ax in fig.axes for c in ax.containers
             if isinstance(c, ErrorbarContainer)}
     return {label: to_rgb(colour) for label, colour in {**lines, **bars}.items() if not label.startswith("_")}
+
+
+def error_bar_ends(container: ErrorbarContainer) -> list[tuple[float, float]]:
+    """(low, high) of each vertical error bar of an errorbar series."""
+    return [(float(seg[0][1]), float(seg[1][1])) for seg in container.lines[2][0].get_segments()]
 
 
 def assert_labelled(fig: Figure) -> None:
@@ -119,7 +106,7 @@ def test_palette_is_fixed_by_the_sorted_names() -> None:
 
 
 def test_load_keeps_finished_runs_and_budgets(res: plots.Results) -> None:
-    assert len(res.runs) == 3 * 2 * 2 * 2 + 4
+    assert len(res.runs) == 3 * 2 * 2 * 2 + 4 and res.over.empty
     assert set(res.runs["time_budget"]) == {"", "5", "10"}
     assert res.methods == ["fast", "muse", "nayer"]
 
@@ -137,20 +124,16 @@ def test_old_runs_csv_gets_an_empty_time_budget(tmp_path: Path) -> None:
     assert list(df["time_budget"]) == [""] and list(summarize(df)["time_budget"]) == [""]
 
 
-def test_time_accuracy_series_bubbles_and_budgets(res: plots.Results) -> None:
+def test_time_accuracy_bubbles_by_ratio(res: plots.Results) -> None:
     fig = plots.make_figure("time-accuracy", res)
     texts = legend_texts(fig)
-    for method in METHODS:
-        for resolution in RESOLUTIONS:
-            assert f"{method} {resolution}px" in texts
-    assert "fast 32px, time budget" in texts
-    assert {"0.1", "0.5"} <= set(texts)
+    assert texts == sorted(METHODS) + ["16px", "32px", "ratio 0.1", "ratio 0.5"]
     ax = fig.axes[0]
-    assert ax.get_xlabel().endswith("(s): synthesis + KD + eval") and "(%)" in ax.get_ylabel()
+    assert "(s)" in ax.get_xlabel() and "synthesis + KD + eval" in ax.get_xlabel() and "(%)" in ax.get_ylabel()
     sizes = np.concatenate([c.get_sizes() for c in ax.collections])
-    # unbudgeted bubbles by ratio (0.1 and 0.5); budgeted ones all one size (their ratio is only a cap)
-    assert sorted(set(np.round(sizes, 6))) == sorted([plots.BUDGET_BUBBLE, plots.BUBBLE_MAX / 5, plots.BUBBLE_MAX])
-    assert sorted(t.get_text() for t in ax.texts) == ["10 s", "5 s"]
+    # bubbles by ratio (0.1 and 0.5); the budgeted runs are left to the time-budget figure
+    assert sorted(set(np.round(sizes, 6))) == sorted([plots.BUBBLE_MAX / 5, plots.BUBBLE_MAX])
+    assert "`plot time-budget`" in fig.subfigs[0].get_suptitle()
     muse16 = next(line for line in ax.lines if list(line.get_xdata()) == [15.0, 55.0]
                   and list(line.get_ydata()) == [accuracy("muse", 0.1, "16", 0) + 0.5,
                                                  accuracy("muse", 0.5, "16", 0) + 0.5])
@@ -170,16 +153,19 @@ def test_method_colour_is_the_same_in_every_figure(res: plots.Results) -> None:
     assert {ax.get_ylabel().split("\n")[0]: to_rgb(ax.spines["left"].get_edgecolor()) for ax in rows} == expected
 
 
-def test_ratio_accuracy_log_axis_and_std_bars(res: plots.Results) -> None:
+def test_ratio_accuracy_log_axis_and_min_max_bars(res: plots.Results) -> None:
     fig = plots.make_figure("ratio-accuracy", res)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.1", "0.5"]
-    texts = legend_texts(fig)
-    assert len(texts) == 6 and not any("budget" in t for t in texts)
-    series = {c.get_label(): c.lines[0] for c in ax.containers if isinstance(c, ErrorbarContainer)}
-    assert np.allclose(series["nayer 32px"].get_ydata(), [accuracy("nayer", r, "32", 0) + 0.5 for r in RATIOS])
-    styles = {label: (line.get_linestyle(), line.get_marker()) for label, line in series.items()}
+    assert legend_texts(fig) == sorted(METHODS) + ["16px", "32px"]
+    assert "min–max over seeds" in fig.subfigs[0].get_suptitle()
+    series = {c.get_label(): c for c in ax.containers if isinstance(c, ErrorbarContainer)}
+    assert np.allclose(series["nayer 32px"].lines[0].get_ydata(),
+                       [accuracy("nayer", r, "32", 0) + 0.5 for r in RATIOS])
+    assert np.allclose(error_bar_ends(series["nayer 32px"]),
+                       [(accuracy("nayer", r, "32", 0), accuracy("nayer", r, "32", 1)) for r in RATIOS])
+    styles = {label: (c.lines[0].get_linestyle(), c.lines[0].get_marker()) for label, c in series.items()}
     assert styles["muse 16px"] == styles["fast 16px"] != styles["muse 32px"]
     assert series_colours(fig)["muse 16px"] == series_colours(fig)["muse 32px"] != series_colours(fig)["fast 16px"]
 
@@ -194,11 +180,12 @@ def test_resolution_panels_per_method(res: plots.Results) -> None:
     bars = [c for c in acc_ax.containers if isinstance(c, BarContainer)]
     assert [b.get_label() for b in bars] == ["16px", "32px"]
     assert [round(p.get_height(), 3) for p in bars[1]] == [accuracy("fast", r, "32", 0) + 0.5 for r in RATIOS]
-    assert legend_texts(fig) == ["16px", "32px"] * len(METHODS)
+    assert legend_texts(fig) == ["16px", "32px"]
+    assert "min–max over seeds" in fig.subfigs[0].get_suptitle()
 
 
 def test_resolution_needs_two_resolutions(one_resolution: Path) -> None:
-    with pytest.raises(plots.NoData, match="two or more single resolutions"):
+    with pytest.raises(plots.NoData, match="--sweep-resolutions 16,32"):
         plots.make_figure("resolution", plots.load_results(one_resolution))
 
 
@@ -213,7 +200,7 @@ def test_curves_one_panel_per_ratio_and_budget(res: plots.Results) -> None:
     assert [line.get_label() for line in fig.axes[2].lines] == ["fast 32px"]
     assert len({ax.get_ylim() for ax in fig.axes}) == 1
     assert_labelled(fig)
-    assert len(fig.legends) == 1 and len(legend_texts(fig)) == 6
+    assert legend_texts(fig) == sorted(METHODS) + ["16px", "32px"]
 
 
 def test_mean_curve_is_over_all_seeds_on_one_grid() -> None:
@@ -226,15 +213,25 @@ def test_mean_curve_is_over_all_seeds_on_one_grid() -> None:
     assert list(mean["max"]) == [40.0, 50.0, 60.0, 80.0, 100.0]
 
 
+def class_names_shown(fig: Figure) -> list[list[str]]:
+    """The class names under each method's row of samples."""
+    return [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes if ax.images]
+
+
 def test_samples_rows_titles_and_gray(res: plots.Results) -> None:
     fig = plots.make_figure("samples", res)
-    shown = [ax for ax in fig.axes if ax.images]
-    assert [ax.get_title() for ax in shown] == (CLASSES + CLASSES) * len(METHODS)
+    assert class_names_shown(fig) == [list(CLASSES + CLASSES)] * len(METHODS)
     rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
     assert rows == ["fast\nratio 0.5, 16px", "muse\nratio 0.5, 16px", "nayer\nratio 0.5, 16px"]
-    nayer = shown[-1].images[0]
-    assert nayer.get_array().ndim == 2 and nayer.get_cmap().name == "gray"
-    assert shown[0].images[0].get_array().shape == (8, 8, 3)
+    nayer = fig.axes[-1].images[0]
+    assert nayer.get_array().shape == (8, 8 * 8 + 7) and nayer.get_cmap().name == "gray"
+    assert fig.axes[0].images[0].get_array().shape == (8, 8 * 8 + 7, 3)
+
+
+def test_image_strip_puts_a_white_gap_between_images() -> None:
+    images = np.zeros((3, 1, 2, 2), dtype=np.uint8)
+    strip = plots.image_strip(images)
+    assert strip.shape == (2, 8) and strip[:, [2, 5]].tolist() == [[255, 255]] * 2 and strip.sum() == 255 * 4
 
 
 def test_checked_in_layout_of_curves_and_samples(results: Path, tmp_path: Path) -> None:
@@ -249,7 +246,7 @@ def test_checked_in_layout_of_curves_and_samples(results: Path, tmp_path: Path) 
             if source.exists():
                 (tmp_path / folder / f"{run_id}{source.suffix}").write_bytes(source.read_bytes())
     flat = plots.load_results(tmp_path)
-    assert [ax.get_title() for ax in plots.make_figure("samples", flat).axes if ax.images][:4] == CLASSES
+    assert class_names_shown(plots.make_figure("samples", flat))[0][:4] == list(CLASSES)
     assert [len(ax.lines) for ax in plots.make_figure("curves", flat).axes] == [2, 2]
 
 
@@ -260,24 +257,25 @@ def test_pick_images_one_per_class_first() -> None:
     assert plots.pick_images(np.array([2, 2, 2]), 2) == [0, 1]
 
 
-def test_pick_sample_run_prefers_largest_ratio_seed0(res: plots.Results) -> None:
+def test_pick_sample_run_prefers_unbudgeted_largest_ratio_seed0(res: plots.Results) -> None:
     run = plots.pick_sample_run(res.runs[res.runs["method"] == "fast"])
     assert (run["ratio"], run["seed"], run["time_budget"]) == (0.5, 0, "")
 
 
 def test_reference_results(tmp_path: Path) -> None:
     ref = plots.load_results(REFERENCE)
+    methods = ["cmi", "dafl", "deepinversion", "dfad", "dfq", "fast", "muse", "nayer", "zskt"]
     time_fig = plots.make_figure("time-accuracy", ref)
-    assert {"deepinversion 16px", "fast 32px", "muse 16px", "nayer 32px", "fast 32px, time budget"} <= \
-        set(legend_texts(time_fig))
+    assert set(methods + ["16px", "32px"]) <= set(legend_texts(time_fig))
+    assert [ax.get_title() for ax in time_fig.axes] == ["bank methods", "online methods"]
     curves = plots.make_figure("curves", ref)
     titles = [ax.get_title() for ax in curves.axes]
     assert titles[:4] == ["ratio 0.02", "ratio 0.05", "ratio 0.1", "ratio 0.2"]
-    assert titles[4:] == [f"ratio ≤ 1, {b} s budget" for b in (5, 10, 20, 60)]
-    assert [len(ax.lines) for ax in curves.axes] == [18] * 4 + [9] * 4  # 9 methods x 2 resolutions; budgets at one
+    assert all(" s budget" in t for t in titles[4:])
+    assert [len(ax.lines) for ax in curves.axes[:4]] == [18] * 4  # 9 methods x 2 resolutions
     assert len(plots.make_figure("resolution", ref).axes) == 18  # accuracy and time, a row per method
     samples = plots.make_figure("samples", ref)
-    assert [ax.get_title() for ax in samples.axes[:10]] == list(DIGIT_NAMES)
+    assert class_names_shown(samples)[0] == list(DIGIT_NAMES)
     written = plots.write_one(ref, "ratio-accuracy", tmp_path / "ratio.png")
     assert written == [tmp_path / "ratio.png"] and written[0].read_bytes().startswith(PNG)
 
@@ -298,9 +296,11 @@ def test_cli_plot_all_with_pdf(results: Path, tmp_path: Path) -> None:
 def test_cli_plot_all_skips_kinds_without_data(one_resolution: Path, tmp_path: Path) -> None:
     code, out, err = run_cli(["plot", "all", "--results", str(one_resolution), "--out", str(tmp_path)])
     assert code == 0, err
-    assert err.splitlines() == [next(line for line in err.splitlines() if line.startswith("note: skipped resolution"))]
+    notes = err.splitlines()
+    assert len(notes) == 2 and notes[0].startswith("note: skipped time-budget: no time-budgeted runs")
+    assert notes[1].startswith("note: skipped resolution")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        n for k, n in plots.KINDS.items() if k != "resolution")
+        n for k, n in plots.KINDS.items() if k not in ("resolution", "time-budget"))
 
 
 def test_cli_plot_one_kind_to_a_file(results: Path, tmp_path: Path) -> None:
@@ -319,10 +319,10 @@ def test_cli_old_plot_spelling(one_resolution: Path, tmp_path: Path) -> None:
     """`plot --out RESULTS --to FIGDIR` (no KIND) is `plot all`, with a deprecation note on stderr."""
     code, out, err = run_cli(["plot", "--out", str(one_resolution), "--to", str(tmp_path / "old")])
     assert code == 0, err
-    note, skipped = err.splitlines()
+    note, *skipped = err.splitlines()
     assert note.startswith("note: `plot --out DIR [--to FIGDIR]` is deprecated") and "plot all --results" in note
-    assert skipped.startswith("note: skipped resolution")
-    made = sorted(n for k, n in plots.KINDS.items() if k != "resolution")
+    assert [line.split(":")[1] for line in skipped] == [" skipped time-budget", " skipped resolution"]
+    made = sorted(n for k, n in plots.KINDS.items() if k not in ("resolution", "time-budget"))
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == made
     assert sorted(Path(line).name for line in out.splitlines()) == made
 
@@ -346,6 +346,10 @@ def test_cli_report_old_spelling(results: Path) -> None:
     (["plot", "curves", "--results", "{one}", "--out", "{tmp}/x.jpg"], ["give a .png file"]),
     (["plot", "all", "--results", "{one}", "--out", "{tmp}/x.png"], ["must be a folder"]),
     (["plot", "curves", "--results", "{one}", "--to", "{tmp}"], ["--to belongs to the deprecated"]),
+    (["plot", "curves", "--results", "{one}", "--methods", "muse,nope"],
+     ["--methods 'muse,nope': unknown method nope", "choose from fast, muse, nayer"]),
+    (["plot", "curves", "--results", "{one}", "--methods", ","], ["no method", "choose from fast, muse, nayer"]),
+    (["plot", "time-budget", "--results", "{one}"], ["no time-budgeted runs", "--time-budget 5,20,60"]),
 ])
 def test_cli_plot_errors(args: list[str], pieces: list[str], one_resolution: Path, tmp_path: Path) -> None:
     fill = {"missing": str(tmp_path / "missing"), "one": str(one_resolution), "tmp": str(tmp_path)}

@@ -34,7 +34,8 @@ REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio"
                     "n_synthetic", "teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s",
                     "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke", "protocol",
                     "time_budget", "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop",
-                    "kd_tflop", "synth_tflops", "kd_tflops", "protocol_notes"]
+                    "kd_tflop", "synth_tflops", "kd_tflops", "protocol_notes", "kd_steps", "paper_kd_steps",
+                    "rounds", "round_images", "tolerance_s", "unit_s", "num_classes"]
 N_SYNTHETIC = round(0.05 * 1437)  # ratio 0.05 of the digits training split
 ROUNDS = math.ceil(N_SYNTHETIC / 16)
 
@@ -78,6 +79,8 @@ def test_end_to_end_writes_every_output(e2e, digits_teacher, digits_data) -> Non
         assert (row["dataset"], row["teacher"], row["student"]) == ("digits", "digits_resnet8", "digits_resnet8_slim")
         assert float(row["ratio"]) == 0.05 and row["resolution"] == "32" and row["seed"] == "0"
         assert int(row["n_synthetic"]) == N_SYNTHETIC
+        assert (int(row["rounds"]), row["num_classes"], row["tolerance_s"], row["unit_s"]) == (ROUNDS, "10", "", "")
+        assert int(row["kd_steps"]) > 0 and row["paper_kd_steps"] == ""
         assert row["world_size"] == "1" and (row["synth_batch"], row["kd_batch"]) == ("16", "32")
         assert float(row["synth_tflop"]) > 0 and float(row["kd_tflop"]) > 0 and float(row["kd_tflops"]) > 0
         assert float(row["teacher_acc"]) == pytest.approx(card.test_acc, abs=0.01)  # the cached teacher

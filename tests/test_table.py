@@ -136,17 +136,18 @@ def test_published_other_pair_only(tmp_path: Path) -> None:
     assert table["teacher (published)"] == ["92.2", "92.2"]
 
 
-def test_pivot_imports_no_torch() -> None:
+@pytest.mark.parametrize("module", ["pivot", "tables", "footnotes", "latex"])
+def test_table_modules_import_no_torch(module: str) -> None:
     """Dependency rule: report/ imports no torch (checked on the source; the package root imports torch)."""
     import ast
+    import importlib
 
-    import dfkd_bench.report.pivot as pivot
-
-    tree = ast.parse(Path(pivot.__file__).read_text())
+    source = Path(importlib.import_module(f"dfkd_bench.report.{module}").__file__).read_text()
+    tree = ast.parse(source)
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [n for n in names if "torch" in n]
-    assert {n for n in names if n.startswith(".")} <= {"..errors", ".tables"}
+    assert {n for n in names if n.startswith(".")} <= {"..errors", ".", ".tables", ".footnotes", ".latex"}
 
 
 def test_time_budgeted_runs_never_share_a_cell_with_unbudgeted_ones(tmp_path: Path) -> None:

@@ -24,14 +24,15 @@ def _subfolders(path: Path) -> set[str]:
 
 
 def class_folders(folder: Path, wnids: tuple[str, ...]) -> list[str]:
-    """The folder name of each class: its wnid, or a known alias when only the alias exists."""
+    """The folder name of each class: its wnid, or a known alias when only the alias exists. The warning
+    names the dataset's root, not the split, so that the CLI says it once for train/ and val/ alike."""
     present = _subfolders(folder) if folder.is_dir() else set()
     names = []
     for wnid in wnids:
         alias = FOLDER_ALIASES.get(wnid)
         use_alias = wnid not in present and alias in present and alias not in wnids
         if use_alias:
-            warnings.warn(f"{folder}: no folder {wnid}; reading {alias} for that class (a known alias)",
+            warnings.warn(f"{folder.parent}: no folder {wnid}; reading {alias} for that class (a known alias)",
                           DataWarning, stacklevel=2)
         names.append(alias if use_alias else wnid)
     return names

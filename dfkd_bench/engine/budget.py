@@ -92,11 +92,12 @@ class RoundCosts:
         return self.per_round_s + self.per_image_s * info.images + self.kd_step_s * info.kd_steps
 
 
-def relaid(schedule: Schedule, done: int, size: int, first: int | None = None) -> Schedule:
-    """`schedule` with its rounds after the first `done` re-laid as rounds of `size` images (after one
-    of `first` images when given; the last may be smaller). Each keeps the plan's warm-up, KD steps per
-    image, generator resets and reset_l0 at the same image positions, so only the round size changes."""
-    rounds = schedule.rounds
+def relaid(plan: Schedule, kept: list[RoundInfo], size: int, first: int | None = None) -> Schedule:
+    """`plan` with the rounds after `kept` (the rounds already run) laid as rounds of `size` images
+    (after one of `first` images when given; the last may be smaller). Each keeps the plan's warm-up,
+    KD steps per image, generator resets and reset_l0 at the same image positions, so only the round
+    size changes. Always laid from the plan, so re-laying again never moves the warm-up's end."""
+    schedule, rounds = plan, plan.rounds
     ends = list(itertools.accumulate(r.images for r in rounds))
     starts = [0, *ends[:-1]]
     kd_before = [0, *itertools.accumulate(r.kd_steps for r in rounds)]
@@ -110,9 +111,9 @@ def relaid(schedule: Schedule, done: int, size: int, first: int | None = None) -
     def source(position: int) -> RoundInfo:
         return rounds[min(bisect.bisect_right(ends, position), len(rounds) - 1)]
 
-    kept = list(rounds[:done])
+    done = len(kept)
     position, given = sum(r.images for r in kept), sum(r.kd_steps for r in kept)
-    infos = kept
+    infos = list(kept)
     while position < schedule.images:
         step = first if first is not None and len(infos) == done else size
         end = min(schedule.images, position + max(1, step))
@@ -140,7 +141,7 @@ class BudgetPlanner:
         """The schedule with a calibration round first (the rest keep the planned size)."""
         costs.largest = schedule.rounds[0].images
         first = min(self.smallest, costs.largest)
-        return relaid(schedule, 0, costs.largest, first=first) if first < costs.largest else schedule
+        return relaid(schedule, [], costs.largest, first=first) if first < costs.largest else schedule
 
     def measured(self, costs: RoundCosts, info: RoundInfo, synth_s: float, kd_s: float, kd_steps: int) -> None:
         """Record the round just run: its synthesis cost, and the KD seconds per step so far."""
@@ -163,11 +164,12 @@ class BudgetPlanner:
         return current
 
     @staticmethod
-    def resized(schedule: Schedule, done: int, size: int) -> Schedule:
-        """The schedule with rounds of `size` images from round `done` on (unchanged when they are)."""
+    def resized(plan: Schedule, schedule: Schedule, done: int, size: int) -> Schedule:
+        """`schedule` with rounds of `size` images from round `done` on, laid from `plan` (unchanged
+        when they are that size already)."""
         if done >= len(schedule.rounds) or size in (0, schedule.rounds[done].images):
             return schedule
-        return relaid(schedule, done, size)
+        return relaid(plan, schedule.rounds[:done], size)
 
     def stops_before(self, schedule: Schedule, index: int, spent: float, costs: RoundCosts) -> bool:
         """True when round `index` and the final KD scaled to the images it would bring overrun the budget."""

@@ -111,18 +111,9 @@ class FlopMeter:
 
     @contextmanager
     def uncounted(self) -> Iterator[None]:
-        """Run the body plain, adding nothing (work timed without the counter's overhead, whose FLOPs
-        the caller books later with `add`)."""
+        """Run the body plain, adding nothing (work whose count is not worth the counter's overhead)."""
         with _scope():
             yield
-
-    def add(self, phase: str, flops: float) -> None:
-        """Book `flops` to `phase` (work run `uncounted`, estimated from a counted one)."""
-        self.totals[phase] = self.totals.get(phase, 0) + int(flops)
-
-    def counted(self, phase: str, key: Hashable) -> int:
-        """The FLOPs counted for (phase, key) (0 when not counted yet)."""
-        return self._cache.get((phase, key), 0)
 
     def has_counted(self, phase: str, key: Hashable) -> bool:
         """Whether work under (phase, key) was counted already (so the next measure runs plain)."""

@@ -330,7 +330,7 @@ class LatentGeneratorMethod(GeneratorMethod):
     def check_resolution(cls, resolution: int) -> None:
         """The generator quadruples an (r/4)x(r/4) map, so r must be a multiple of 4."""
         if resolution % 4:
-            raise UserError(f"--resolution {resolution}: {cls.name} generates at multiples of 4 only")
+            raise UserError(f"generation resolution {resolution}: {cls.name} generates at multiples of 4 only")
 
     def build_generator(self) -> nn.Module:
         """The CIFAR generator at the run's resolution."""

@@ -166,7 +166,7 @@ class Method:
         """Refuse several resolutions for a single-resolution method, then check each one."""
         if len(resolutions) > 1 and not cls.multi_resolution:
             raise UserError(f"--multi-resolution {','.join(map(str, resolutions))}: {cls.name} generates at one "
-                            f"resolution; give one with --resolution N")
+                            f"resolution; give one with --sweep-resolutions N")
         for r in resolutions:
             cls.check_resolution(r)
 

@@ -51,7 +51,6 @@ class RunState:
     last_loss: float = float("nan")
     images_seen: int = 0  # online methods: fresh images the student has trained on
     stopped_at: int | None = None  # the round a time budget stopped the run before (None: not stopped)
-    uncounted_images: int = 0  # a budget's calibration round, timed without the FLOP counter
     kd_steps_done: int = 0
     schedule: Schedule | None = None  # the rounds as a time budget re-sized them (None: as planned)
     costs: RoundCosts = field(default_factory=RoundCosts)

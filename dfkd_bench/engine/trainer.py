@@ -6,6 +6,7 @@ import itertools
 import math
 import warnings
 from pathlib import Path
+from typing import ContextManager
 
 import torch
 
@@ -65,6 +66,8 @@ class DistillationRun:
         self.online = self.schedule.source == "online"
         self.planner = BudgetPlanner(time_budget, max(time_budget.calibration_images, self.group.world_size)) \
             if time_budget is not None and not self.online else None
+        self.plan = self.schedule  # as resolved; a time budget re-lays the rounds from it
+        self.counts_synthesis = time_budget is None
         if self.online != (method.sample_source == "online"):
             raise ValueError(f"{method.name} samples from its {method.sample_source}, but the schedule is for "
                              f"a {self.schedule.source} method")
@@ -170,10 +173,10 @@ class DistillationRun:
                 break
             with self.timer.span("synth"):
                 if (first + i) % every == 0:
-                    with self.flops.measure("synth", ("train_generator",)):
+                    with self._synthesis_flops(("train_generator",)):
                         method.train_generator(info)
                 if online_draws(i + 1, batches, steps) > online_draws(i, batches, steps):
-                    with self.flops.measure("synth", ("draw", local)):
+                    with self._synthesis_flops(("draw", local)):
                         batch = method.draw(local)
             with self.timer.span("kd"):
                 total += self.distiller.step([(batch.images, batch.labels)], local)
@@ -214,10 +217,9 @@ class DistillationRun:
         returns the synthesis seconds (FLOP counting included: what the round cost this time)."""
         share = self.group.share(info.images)
         key = self.method.work_key(share, info)
-        calibrating = self.planner is not None and info.index == 0  # timed as the method runs, uncounted
-        counting, before = not calibrating and not self.flops.has_counted("synth", key), self.timer.get("synth")
+        counting, before = self.counts_synthesis and not self.flops.has_counted("synth", key), self.timer.get("synth")
         with self.timer.phase("synth"):
-            with self.flops.uncounted() if calibrating else self.flops.measure("synth", key):
+            with self._synthesis_flops(key):
                 batch = self.method.synthesize(share, info)
             finite = torch.isfinite(batch.images).all()
             if batch.kept_loss is not None:
@@ -225,21 +227,31 @@ class DistillationRun:
             images, labels = self._gathered(batch.images, batch.labels, info.images)
         synth_s = self.timer.get("synth") - before
         self._discount_counting(key, synth_s, counting)
-        self._book_calibration_flops(key, share, calibrating, counting)
         if not self.group.all_true(finite):  # the round's one host read of its synthesis
             raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
         self.bank.add(images, labels)
-        self._distil(info.kd_steps)
         return synth_s
 
-    def _book_calibration_flops(self, key: tuple, share: int, calibrating: bool, counted: bool) -> None:
-        """A budget's calibration round ran without the FLOP counter (its overhead would eat the
-        budget); its FLOPs are booked from the next counted round, in proportion to the images."""
-        if calibrating:
-            self.state.uncounted_images = share
-        elif counted and self.state.uncounted_images:
-            self.flops.add("synth", self.flops.counted("synth", key) * self.state.uncounted_images / share)
-            self.state.uncounted_images = 0
+    def _round_kd(self, info: RoundInfo) -> bool:
+        """A bank round's student steps. Under a budget whose KD step cost is still unknown (the first
+        KD round) one step runs first; the rest run only if they and the final KD fit the budget, else
+        the rounds stop here (the final KD, cut to fit, trains on the bank). True when stopped."""
+        steps = info.kd_steps
+        if self.planner is None or self.state.kd_steps_done or steps <= 1:
+            self._distil(steps)
+            return False
+        self._distil(1)
+        kd_step_s = self.timer.get("kd") / self.state.kd_steps_done
+        final = kd_step_s * TimeBudget.scaled_final_steps(self.schedule, info.index + 1)
+        if self.group.any_true(self._spent() + (steps - 1) * kd_step_s + final > self.time_budget.seconds):
+            return True
+        self._distil(steps - 1)
+        return False
+
+    def _synthesis_flops(self, key: tuple) -> ContextManager[None]:
+        """Count the synthesis FLOPs of `key` (once, then cached); not under a time budget, where the
+        counter's per-op overhead (several times a small round's own cost) would be charged to the budget."""
+        return self.flops.measure("synth", key) if self.counts_synthesis else self.flops.uncounted()
 
     def _discount_counting(self, key: tuple, seconds: float, counted: bool) -> None:
         """Take the FLOP counter's own overhead out of the synthesis seconds: the first round of a work
@@ -269,7 +281,7 @@ class DistillationRun:
             self.state.unit_over_budget = True
             return
         size = self._agreed(planner.fitting_size(self.schedule, info.index + 1, costs))
-        self.schedule = self.state.schedule = planner.resized(self.schedule, info.index + 1, size)
+        self.schedule = self.state.schedule = planner.resized(self.plan, self.schedule, info.index + 1, size)
 
     def _agreed(self, value: int) -> int:
         """Rank 0's `value` on every rank (decisions from measured seconds, which differ per rank)."""
@@ -331,7 +343,7 @@ class DistillationRun:
         generator phase of an online method) and the final KD is scaled down and cut to fit."""
         if self.planner is not None:
             if self.state.schedule is None and self.state.next_round == 0:
-                self.state.schedule = self.planner.opening(self.schedule, self.state.costs)
+                self.state.schedule = self.planner.opening(self.plan, self.state.costs)
             self.schedule = self.state.schedule or self.schedule
         while self.state.next_round < len(self.schedule.rounds):
             r = self.state.next_round
@@ -344,7 +356,8 @@ class DistillationRun:
                 self.bank, stopped = self._online_round(info)
             else:
                 synth_s = self._bank_round(info)
-                if self.planner is not None:
+                stopped = self._round_kd(info)
+                if self.planner is not None and not stopped:
                     self._budgeted_round_done(info, synth_s, self.timer.get("kd") - kd_before)
             align_shared_modules(self.group, self.method.shared_modules(), f"round {r + 1}")
             if self.schedule.steps_lr_after(r):
@@ -384,7 +397,7 @@ class DistillationRun:
 
     def _group_tflop(self) -> dict[str, float]:
         """TFLOP per phase summed over the process group's ranks (each counted its own share)."""
-        phases = ("synth", "kd")
+        phases = ("synth", "kd") if self.counts_synthesis else ("kd",)
         totals = torch.tensor([float(self.flops.totals.get(p, 0)) for p in phases], dtype=torch.float64,
                               device=self.ctx.device)
         return dict(zip(phases, (self.group.sum_(totals) / 1e12).tolist()))

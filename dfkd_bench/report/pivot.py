@@ -1,8 +1,9 @@
 """Pivot tables of runs.csv: one metric as `mean ± std (n)` cells over any row and column keys (pandas; no torch).
 
-Only `status == ok`, non-smoke rows count; what was left out (and why) is returned with the table. The best
+Only non-smoke rows with `status` ok (or over_budget, see below) count; what was left out (and why) is returned with the table. The best
 own-result cell of each column is marked (highest mean accuracy, lowest seconds); published reference numbers
-(`assets/reference/published_results.csv`) can be added as extra rows, for accuracy only.
+(`assets/reference/published_results.csv`) can be added as extra rows, for accuracy only. A cell with a run that
+overran its time budget shows `—‡`, never a number; an accuracy near chance is marked `†`; footnotes say why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..errors import UserError
+from . import latex
+from .footnotes import (CHANCE_MARK, OVER_BUDGET, OVER_BUDGET_MARK, ClassCount, Footnotes, chance_level,
+                        markdown_lines, near_chance, overran)
 from .tables import add_time_to_accuracy, is_smoke, read_runs_csv
 
 PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "assets" / "reference" / "published_results.csv"
@@ -22,26 +26,29 @@ PUBLISHED_KEYS = ("method", "dataset", "teacher", "student")
 ACCURACY_METRICS = ("student_acc", "teacher_acc")
 SECONDS_METRICS = ("total_s", "synth_s", "kd_s", "eval_s")
 COUNT_METRICS = ("n_synthetic",)  # images made: under a time budget, how many a method gets done (more is better)
+CHANCE_METRICS = ("student_acc",)  # the metrics whose cells are marked near chance
 _TTA = re.compile(r"^t(\d+(?:\.\d+)?)_s$")
 
 
 @dataclass
 class Cell:
-    """One table cell: mean, std over seeds (ddof=1; shown as — for one run) and how many runs; or a published number."""
+    """One table cell: mean, std over seeds (ddof=1; shown as — for one run) and how many runs; or a published
+    number. `mark` is a footnote mark: † after a mean near chance, ‡ after the — of a cell over its budget."""
 
     mean: float = float("nan")
     std: float = 0.0
     n: int = 0
     published: list[float] = field(default_factory=list)
     best: bool = False
+    mark: str = ""
 
     def text(self) -> str:
         if self.published:
             return " / ".join(f"{v:.1f}" for v in self.published)
         if self.n == 0:
-            return "—"
+            return "—" + self.mark
         spread = f"{self.std:.1f}" if self.n > 1 else "—"  # one run has no spread to report
-        return f"{self.mean:.1f} ± {spread} ({self.n})"
+        return f"{self.mean:.1f}{self.mark} ± {spread} ({self.n})"
 
 
 @dataclass
@@ -56,13 +63,23 @@ class Pivot:
     cells: list[list[Cell]]
     left_out: dict[str, int]
     note: str = ""
+    footnotes: list[str] = field(default_factory=list)
 
     def column_titles(self) -> list[str]:
-        return [", ".join(f"{k}={v}" for k, v in zip(self.cols, label)) for label in self.col_labels]
+        return [_title(self.cols, label) for label in self.col_labels]
 
     def left_out_line(self) -> str:
         parts = [f"{n} {why}" for why, n in self.left_out.items() if n]
         return "left out: " + (", ".join(parts) if parts else "none")
+
+
+def _title(keys: list[str], label: tuple[str, ...]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in zip(keys, label))
+
+
+def _row_name(keys: list[str], label: tuple[str, ...]) -> str:
+    """A table row as a footnote names it: `dfad` or `dfad, resolution=16`."""
+    return ", ".join(v if k == "method" else f"{k}={v}" for k, v in zip(keys, label))
 
 
 def _label(value: Any) -> str:
@@ -103,8 +120,10 @@ def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
 
 
 def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols: str | Sequence[str] = "ratio",
-                metric: str = "student_acc", threshold: float | None = None, published: bool = False) -> Pivot:
-    """Pivot `out_dir/runs.csv` (status ok, non-smoke rows) of `metric` over `rows` x `cols`."""
+                metric: str = "student_acc", threshold: float | None = None, published: bool = False,
+                classes_of: ClassCount | None = None) -> Pivot:
+    """Pivot `out_dir/runs.csv` (status ok, non-smoke rows; over_budget ones as `—‡` cells) of `metric` over
+    `rows` x `cols`. `classes_of` gives a dataset's class count for files that did not record `num_classes`."""
     row_keys, col_keys = split_keys(rows, "--rows"), split_keys(cols, "--cols")
     both = [k for k in row_keys if k in col_keys]
     if both:
@@ -117,10 +136,11 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
         raise UserError(f"unknown runs.csv column(s) {', '.join(unknown)}; choose from {', '.join(every.columns)}")
     smoke = is_smoke(every)
     status = every.get("status", pd.Series("ok", index=every.index)).fillna("").astype(str).str.strip()
+    counted = status.isin(["ok", OVER_BUDGET])
     left_out: dict[str, int] = {"smoke": int(smoke.sum())}
-    for why, n in status[~smoke & (status != "ok")].replace("", "no status").value_counts(sort=False).items():
+    for why, n in status[~smoke & ~counted].replace("", "no status").value_counts(sort=False).items():
         left_out[str(why)] = int(n)
-    df = every[~smoke & (status == "ok")].reset_index(drop=True)
+    df = every[~smoke & counted].assign(status=status).reset_index(drop=True)
     df = _budget_rows(df, row_keys + col_keys, left_out)
     df = _image_budget_rows(df, row_keys + col_keys, left_out)
     if df.empty:
@@ -132,16 +152,12 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
         raise UserError(f"runs.csv has no {column} column")
     df = df.assign(**{column: pd.to_numeric(df[column], errors="coerce")})
 
-    keys = row_keys + col_keys
-    stats = (df.groupby(keys, sort=True, dropna=False)[column]
-             .agg(mean="mean", std=lambda s: float(s.dropna().std(ddof=1)) if s.count() > 1 else 0.0, n="count"))
-    row_labels = sorted({tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))[: len(row_keys)])
-                         for k in stats.index}, key=_sort_key)
-    col_labels = sorted({tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))[len(row_keys):])
-                         for k in stats.index}, key=_sort_key)
-    by_label = {tuple(_label(v) for v in (k if isinstance(k, tuple) else (k,))): v
-                for k, v in stats.to_dict("index").items()}
-    cells = [[Cell(**_cell_args(by_label.get(r + c))) for c in col_labels] for r in row_labels]
+    groups = _groups(df, row_keys + col_keys)
+    row_labels = sorted({k[: len(row_keys)] for k in groups}, key=_sort_key)
+    col_labels = sorted({k[len(row_keys):] for k in groups}, key=_sort_key)
+    marker = _Marker(column, classes_of)
+    cells = [[marker.cell(groups.get(r + c), _row_name(row_keys, r), _title(col_keys, c)) for c in col_labels]
+             for r in row_labels]
     _mark_best(cells, lower_is_better=column not in ACCURACY_METRICS + COUNT_METRICS)
 
     note = ""
@@ -150,7 +166,41 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
             row_labels, cells = _add_published(df, row_keys, col_keys, row_labels, col_labels, cells)
         else:
             note = f"published numbers are accuracy only; none shown for {column}"
-    return Pivot(row_keys, col_keys, column, row_labels, col_labels, cells, left_out, note)
+    return Pivot(row_keys, col_keys, column, row_labels, col_labels, cells, left_out, note, marker.footnotes.lines())
+
+
+def _groups(df: pd.DataFrame, keys: list[str]) -> dict[tuple[str, ...], pd.DataFrame]:
+    """The runs of each cell, keyed by their row + column labels."""
+    positions: dict[tuple[str, ...], list[int]] = {}
+    for i, values in enumerate(df[keys].itertuples(index=False, name=None)):
+        positions.setdefault(tuple(_label(v) for v in values), []).append(i)
+    return {label: df.iloc[rows] for label, rows in positions.items()}
+
+
+@dataclass
+class _Marker:
+    """Makes the cells of one table from their runs, marking (and footnoting) cells near chance or over budget."""
+
+    column: str
+    classes_of: ClassCount | None
+    footnotes: Footnotes = field(default_factory=Footnotes)
+
+    def cell(self, runs: pd.DataFrame | None, row: str, where: str) -> Cell:
+        if runs is None:
+            return Cell()
+        if overran(runs).any():  # an equal-time cell holds only if every run kept the budget
+            self.footnotes.add_over_budget(row, where, runs)
+            return Cell(mark=OVER_BUDGET_MARK)
+        values = runs[self.column].dropna()
+        if values.empty:
+            return Cell()
+        cell = Cell(mean=float(values.mean()), std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                    n=len(values))
+        chance = chance_level(runs, self.classes_of) if self.column in CHANCE_METRICS else None
+        if near_chance(cell.mean, chance):
+            cell.mark = CHANCE_MARK
+            self.footnotes.add_chance(row, where, runs, chance)  # type: ignore[arg-type]
+        return cell
 
 
 def _budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) -> pd.DataFrame:
@@ -183,12 +233,6 @@ def _sort_key(label: tuple[str, ...]) -> tuple:
         except ValueError:
             return (1, 0.0, v)
     return tuple(one(v) for v in label)
-
-
-def _cell_args(stat: dict[str, Any] | None) -> dict[str, Any]:
-    if not stat or not stat["n"]:
-        return {}
-    return {"mean": float(stat["mean"]), "std": float(stat["std"]), "n": int(stat["n"])}
 
 
 def _mark_best(cells: list[list[Cell]], lower_is_better: bool) -> None:
@@ -230,28 +274,17 @@ def render_markdown(p: Pivot) -> str:
         texts = [f"**{c.text()}**" if c.best else c.text() for c in row]
         lines.append("| " + " | ".join(list(label) + texts) + " |")
     tail = [p.note] if p.note else []
-    return "\n".join(lines + [""] + tail + [p.left_out_line()])
-
-
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
-
-
-def _tex(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "\n".join(lines + [""] + markdown_lines(p.footnotes) + tail + [p.left_out_line()])
 
 
 def render_latex(p: Pivot) -> str:
-    header = [_tex(h) for h in p.rows + p.column_titles()]
+    header = [latex.escape(h) for h in p.rows + p.column_titles()]
     lines = [r"\begin{tabular}{" + "l" * len(p.rows) + "r" * len(p.col_labels) + "}", r"\toprule",
              " & ".join(header) + r" \\", r"\midrule"]
     for label, row in zip(p.row_labels, p.cells):
-        texts = []
-        for c in row:
-            t = _tex(c.text()).replace("±", r"$\pm$").replace("—", "--")
-            texts.append(rf"\textbf{{{t}}}" if c.best else t)
-        lines.append(" & ".join([_tex(v) for v in label] + texts) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+        texts = [rf"\textbf{{{latex.typeset(c.text())}}}" if c.best else latex.typeset(c.text()) for c in row]
+        lines.append(" & ".join([latex.escape(v) for v in label] + texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", *latex.footnote_lines(p.footnotes)]
     tail = [f"% {p.note}"] if p.note else []
     return "\n".join(lines + tail + [f"% {p.left_out_line()}"])
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
 from ..errors import UserError
+from . import latex
+from .footnotes import (CHANCE_MARK, OVER_BUDGET, OVER_BUDGET_MARK, ClassCount, Footnotes, chance_level,
+                        markdown_lines, near_chance, overran)
 
 GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "variant", "time_budget"]
+TIME_TO_ACCURACY = re.compile(r"^t\d+(?:\.\d+)?_s$")  # columns added by add_time_to_accuracy, e.g. t95_s
 NUMERIC = ["teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "n_synthetic", "peak_mem_mb"]
 
 
@@ -50,16 +55,24 @@ def read_runs_csv(out_dir: str | Path, include_smoke: bool = False) -> pd.DataFr
     return df if include_smoke else df[~is_smoke(df)].reset_index(drop=True)
 
 
+def summary_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs a summary counts, with their variant (the run id's hash): finished ok, and over budget (they
+    show their seconds, never an accuracy)."""
+    status = df["status"].fillna("").astype(str).str.strip()
+    return df[status.isin(["ok", OVER_BUDGET])].assign(
+        variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1], time_budget=budget_labels)
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds of accuracy and per-phase seconds, per configuration
     (plus, for any time-to-accuracy column `t<threshold>_s`, its mean over the seeds that got there and
-    `t<threshold>_reached`, how many did)."""
-    extra = [c for c in df.columns if c.startswith("t") and c.endswith("_s") and c not in NUMERIC]
-    ok = df[df["status"] == "ok"].assign(variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1],
-                                         time_budget=budget_labels)
-    if ok.empty:
+    `t<threshold>_reached`, how many did). A configuration with a run over its time budget has no accuracy
+    (NaN); one seed has no spread (NaN)."""
+    extra = [c for c in df.columns if TIME_TO_ACCURACY.match(c)]
+    runs = summary_runs(df)
+    if runs.empty:
         return pd.DataFrame(columns=GROUP_KEYS)
-    grouped = ok.groupby(GROUP_KEYS, sort=False)
+    grouped = runs.assign(overran=overran(runs)).groupby(GROUP_KEYS, sort=False)
     out = grouped.agg(
         seeds=("seed", "nunique"),
         teacher_acc=("teacher_acc", "mean"),
@@ -71,9 +84,39 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         images=("n_synthetic", "mean"),
         **{c: (c, "mean") for c in extra},
         **{c.replace("_s", "_reached"): (c, "count") for c in extra},
+        overran=("overran", "any"),
     ).reset_index()
-    out["student_acc_std"] = out["student_acc_std"].fillna(0.0)
-    return out
+    out.loc[out["overran"], ["student_acc", "student_acc_std"]] = float("nan")
+    return out.drop(columns="overran")
+
+
+def marked_summary(df: pd.DataFrame, classes_of: ClassCount | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """`summarize(df)` with student accuracy and its spread as text (`9.80†` near chance, `—‡` over budget,
+    `—` for the spread of one seed), and the footnotes explaining the marks."""
+    summary = summarize(df)
+    if summary.empty:
+        return summary, []
+    notes = Footnotes()
+    accuracy, spread = [], []
+    groups = (part for _, part in summary_runs(df).groupby(GROUP_KEYS, sort=False))
+    for row, part in zip(summary.to_dict("records"), groups):
+        where = f"ratio={row['ratio']:g}, resolution={row['resolution']}" + (
+            f", time_budget={row['time_budget']}" if row["time_budget"] else "")
+        mark = ""
+        if overran(part).any():
+            notes.add_over_budget(row["method"], where, part)
+            mark = OVER_BUDGET_MARK
+        chance = chance_level(part, classes_of)
+        if near_chance(row["student_acc"], chance):
+            notes.add_chance(row["method"], where, part, chance)  # type: ignore[arg-type]
+            mark = CHANCE_MARK
+        accuracy.append(_two_decimals(row["student_acc"]) + mark)
+        spread.append(_two_decimals(row["student_acc_std"]))
+    return summary.assign(student_acc=accuracy, student_acc_std=spread), notes.lines()
+
+
+def _two_decimals(value: float) -> str:
+    return "—" if pd.isna(value) else f"{value:.2f}"
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -88,6 +131,18 @@ def to_markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def render_summary(table: pd.DataFrame, footnotes: list[str], fmt: str) -> str:
+    """A `marked_summary` table as markdown or LaTeX with its footnotes under it, or as CSV (the table only:
+    the caller prints the footnotes apart, so the CSV stays parseable)."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    if fmt == "latex":
+        texts = {c: table[c].map(latex.typeset) for c in ("student_acc", "student_acc_std") if c in table}
+        body = table.assign(**texts).to_latex(index=False, float_format="%.2f")
+        return "\n".join([body.rstrip("\n"), *latex.footnote_lines(footnotes)])
+    return "\n".join([to_markdown(table), "", *markdown_lines(footnotes)]).rstrip("\n")
 
 
 def time_to_accuracy(curve: pd.DataFrame, threshold: float) -> float:
