@@ -1,12 +1,36 @@
-"""dfkd-bench: a benchmark suite for data-free knowledge distillation."""
+"""dfkd-bench: a benchmark suite for data-free knowledge distillation.
 
-__version__ = "0.3.0"
+The package face is lazy (PEP 562): `import dfkd_bench` loads no torch, and each public name below is
+imported on first use, so `dfkd_bench.report` and the CLI's light commands stay light.
+"""
 
-from .config import MethodHparams, RunConfig  # noqa: E402
-from .engine.method import Method, MethodContext, SyntheticBatch  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .plugins import METHODS, load_plugin, register_method  # noqa: E402
-from .runner import run  # noqa: E402
+from importlib import import_module, metadata
+from typing import Any
 
-__all__ = ["__version__", "Method", "MethodContext", "MethodHparams", "RunConfig", "SyntheticBatch",
-           "UserError", "METHODS", "load_plugin", "register_method", "run"]
+try:
+    __version__ = metadata.version("dfkd-bench")
+except metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
+
+_PUBLIC = {
+    "MethodHparams": ".config", "RunConfig": ".config",
+    "Method": ".engine.method", "MethodContext": ".engine.method", "SyntheticBatch": ".engine.method",
+    "UserError": ".errors",
+    "METHODS": ".plugins", "load_plugin": ".plugins", "register_method": ".plugins",
+    "run": ".runner",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (and keep it)."""
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_PUBLIC[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -130,11 +130,6 @@ def _cast(value: str, target: Any, name: str) -> Any:
         raise UserError(f"--set {name}={value}: expected {kind.get(type(target), type(target).__name__)}") from None
 
 
-def hparam_names(cls: type[MethodHparams]) -> list[str]:
-    """The settable parameter names of a hyper-parameter dataclass."""
-    return [f.name for f in fields(cls)]
-
-
 def smoke_overrides(cls: type[MethodHparams]) -> dict[str, Any]:
     """The smoke settings of a hyper-parameter class and all its bases (subclasses win)."""
     merged: dict[str, Any] = {}

@@ -12,9 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench import MethodContext, UserError, register_method
-from dfkd_bench.engine import BestIterate, GeneratorStep, LatentGeneratorMethod, LatentHparams
-from dfkd_bench.engine import ReferenceSchedule, RoundInfo
+from dfkd_bench.api import (BestIterate, GeneratorStep, LatentGeneratorMethod, LatentHparams, MethodContext,
+                            ReferenceSchedule, RoundInfo, UserError, register_method)
 
 CR_FEATURES = ("mean", "mean_var")
 CR_LAYERS = ("auto", "bn", "stages")

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import FeatureTap, GeneratorStep, MethodContext, OnlineLatentGeneratorMethod, OnlineLatentHparams
-from dfkd_bench.engine import ReferenceSchedule, datafree_schedules, negative_batch_entropy, pseudo_label_ce
+from dfkd_bench.api import (FeatureTap, GeneratorStep, MethodContext, OnlineLatentGeneratorMethod,
+                            OnlineLatentHparams, ReferenceSchedule, UserError, datafree_schedules,
+                            negative_batch_entropy, pseudo_label_ce, register_method)
 
 
 @dataclass

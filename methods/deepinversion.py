@@ -10,13 +10,9 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench.config import MethodHparams
-from dfkd_bench.engine import BNStatisticsLoss, Method, MethodContext, RoundInfo, SyntheticBatch
-from dfkd_bench.engine import random_labels, roll_by, total_variation
-from dfkd_bench.engine.synthesis import BestIterate, student_logits, teacher_terms
-from dfkd_bench.errors import UserError
-from dfkd_bench.schedule import ReferenceSchedule
-from dfkd_bench.plugins import register_method
+from dfkd_bench.api import (BestIterate, BNStatisticsLoss, Method, MethodContext, MethodHparams,
+                            ReferenceSchedule, RoundInfo, SyntheticBatch, UserError, random_labels,
+                            register_method, roll_by, student_logits, teacher_terms, total_variation)
 
 LOWRES_POOL = 2  # ImageNet setting 0 optimises the 2x average-pooled image (112 from 224) first
 LR_SCHEDULES = ("cosine", "constant")

@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import GeneratorStep, OnlineLatentGeneratorMethod, OnlineLatentHparams, ReferenceSchedule
-from dfkd_bench.engine import datafree_schedules, logit_discrepancy
+from dfkd_bench.api import (GeneratorStep, OnlineLatentGeneratorMethod, OnlineLatentHparams,
+                            ReferenceSchedule, UserError, datafree_schedules, logit_discrepancy,
+                            register_method)
 
 
 @dataclass

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import GeneratorStep, OnlineLatentGeneratorMethod, OnlineLatentHparams, ReferenceSchedule
-from dfkd_bench.engine import datafree_schedules, kd_loss, negative_batch_entropy, pseudo_label_ce
+from dfkd_bench.api import (GeneratorStep, OnlineLatentGeneratorMethod, OnlineLatentHparams,
+                            ReferenceSchedule, UserError, datafree_schedules, kd_loss,
+                            negative_batch_entropy, pseudo_label_ce, register_method)
 
 
 @dataclass

@@ -9,12 +9,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.nn as nn
 
-from dfkd_bench.engine import LatentGenerator, LatentGeneratorMethod, LatentHparams, MethodContext, RoundInfo
-from dfkd_bench.engine import SpatialLatentGenerator
-from dfkd_bench.engine.generators import GENERATOR_KINDS, generator_kind
-from dfkd_bench.errors import UserError
-from dfkd_bench.schedule import ReferenceSchedule
-from dfkd_bench.plugins import register_method
+from dfkd_bench.api import (GENERATOR_KINDS, LatentGenerator, LatentGeneratorMethod, LatentHparams,
+                            MethodContext, ReferenceSchedule, RoundInfo, SpatialLatentGenerator, UserError,
+                            generator_kind, register_method)
 
 
 @dataclass

@@ -11,10 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.data.spec import DatasetSpec
-from dfkd_bench.engine import BNStatisticsLoss, GeneratorStep, MethodContext, RoundInfo, StudentStep
-from dfkd_bench.errors import UserError
-from dfkd_bench.plugins import register_method
+from dfkd_bench.api import (BNStatisticsLoss, DatasetSpec, GeneratorStep, MethodContext, RoundInfo,
+                            StudentStep, UserError, register_method)
 
 from dfkd_bench.methods.nayer import Nayer, NayerHparams
 

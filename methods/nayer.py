@@ -10,12 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.engine import GeneratorHparams, GeneratorMethod, MethodContext, RoundInfo, balanced_labels
-from dfkd_bench.engine.generators import GENERATOR_KINDS, ConvStack, DeepDecoder
-from dfkd_bench.engine.generators import generator_kind as resolve_generator_kind
-from dfkd_bench.errors import UserError
-from dfkd_bench.schedule import ReferenceSchedule
-from dfkd_bench.plugins import register_method
+from dfkd_bench.api import (GENERATOR_KINDS, ConvStack, DeepDecoder, GeneratorHparams, GeneratorMethod,
+                            MethodContext, ReferenceSchedule, RoundInfo, UserError, balanced_labels,
+                            generator_kind as resolve_generator_kind, register_method)
 
 
 @dataclass

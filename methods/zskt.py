@@ -10,9 +10,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 import torch.nn as nn
 
-from dfkd_bench import UserError, register_method
-from dfkd_bench.engine import GeneratorStep, MethodContext, OnlineLatentGeneratorMethod, OnlineLatentHparams
-from dfkd_bench.engine import ReferenceSchedule, RoundInfo, StudentStep, datafree_schedules, kd_loss
+from dfkd_bench.api import (GeneratorStep, MethodContext, OnlineLatentGeneratorMethod, OnlineLatentHparams,
+                            ReferenceSchedule, RoundInfo, StudentStep, UserError, datafree_schedules,
+                            kd_loss, register_method)
 
 Size = tuple[int, int]
 

@@ -17,8 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dfkd_bench import register_method
-from dfkd_bench.engine import GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGenerator
+from dfkd_bench.api import GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGenerator, register_method
 
 
 @dataclass

@@ -19,8 +19,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from dfkd_bench import Method, MethodHparams, SyntheticBatch, register_method
-from dfkd_bench.engine import RoundInfo, random_labels
+from dfkd_bench.api import Method, MethodHparams, RoundInfo, SyntheticBatch, random_labels, register_method
 
 
 @dataclass

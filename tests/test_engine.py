@@ -445,16 +445,18 @@ def test_accuracy_in_percent_and_restores_mode() -> None:
     assert accuracy(model, as_uint8, norm, batch_size=3) == pytest.approx(60.0)
 
 
-def test_kd_schedule_spends_the_same_steps_per_image_whatever_the_round_size() -> None:
-    from dfkd_bench.engine.trainer import kd_schedule
+def test_equal_schedules_spend_the_same_steps_per_image_whatever_the_round_size() -> None:
+    from dfkd_bench.schedule import equal_schedule
 
     # 40 steps per 64 images and 160 per 256 are the same rate: equal budgets at every ratio.
-    small_rounds = kd_schedule(40, 64, 718, kd_rounds=10)
-    big_rounds = kd_schedule(160, 256, 718, kd_rounds=3)
-    assert sum(small_rounds) == sum(big_rounds) == round(40 * 718 / 64)
-    assert max(small_rounds) - min(small_rounds) <= 1 and max(big_rounds) - min(big_rounds) <= 1
+    small_rounds = equal_schedule(718, 64, 40 / 64, warmup_rounds=1, warmup_fraction=1.0, final_kd_steps=0)
+    big_rounds = equal_schedule(718, 256, 160 / 256, warmup_rounds=1, warmup_fraction=1.0, final_kd_steps=0)
+    assert small_rounds.kd_steps == big_rounds.kd_steps == round(40 * 718 / 64)
+    small = [r.kd_steps for r in small_rounds.rounds if not r.warmup]
+    assert max(small) - min(small) <= 1
     # A partial single round (a tiny ratio) gets its share, not a full round's steps.
-    assert kd_schedule(160, 256, 29, kd_rounds=1) == [round(160 * 29 / 256)]
+    tiny = equal_schedule(29, 256, 160 / 256, warmup_rounds=1, warmup_fraction=1.0, final_kd_steps=0)
+    assert [r.kd_steps for r in tiny.rounds] == [round(160 * 29 / 256)]
 
 
 def test_timer_spans_add_up_like_phases_on_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,6 @@
 """The shared DFKD engine: losses, label layouts, the bank, the KD loop, evaluation, timing, resume,
-and the method API (`Method`, `GeneratorMethod`, `OnlineGeneratorMethod`). A method file needs only
-the names exported here and by `dfkd_bench`."""
+and the method API (`Method`, `GeneratorMethod`, `OnlineGeneratorMethod`). Method files import these
+through `dfkd_bench.api`, which adds the registry, the hyper-parameter base and the one-line error."""
 
 from ..models.hooks import BNStatistics, FeatureTap
 from ..schedule import ReferenceSchedule, RoundInfo

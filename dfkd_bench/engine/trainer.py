@@ -20,7 +20,7 @@ from .evaluate import correct_predictions
 from .flops import FlopMeter
 from .run_record import CurvePoint, RoundCallback, RunOutcome, RunState
 from .method import Method, MethodContext
-from ..schedule import RoundInfo, Schedule, cosine_factor, online_draws, spread
+from ..schedule import RoundInfo, Schedule, cosine_factor, online_draws
 from .timing import PhaseTimer
 
 
@@ -29,16 +29,6 @@ RESIDENT_TEST_BYTES = 1 << 30  # a uint8 test split up to 1 GiB is copied to the
 
 class Diverged(RuntimeError):
     """A loss or a synthetic image became NaN/inf."""
-
-
-def kd_schedule(kd_steps: int, synth_batch: int, n_total: int, kd_rounds: int) -> list[int]:
-    """Student steps after each post-warm-up round: the budget is `kd_steps` per full round of
-    `synth_batch` images, i.e. kd_steps * n_total / synth_batch steps, spread evenly over the rounds.
-
-    Methods with the same steps-per-image rate therefore get the same KD budget at every data ratio,
-    whatever their round sizes and warm-up lengths.
-    """
-    return spread(round(kd_steps * n_total / synth_batch), kd_rounds)
 
 
 class DistillationRun:
