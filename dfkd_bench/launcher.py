@@ -143,7 +143,8 @@ def run_shard_task(configs: Sequence[RunConfig], index: int, count: int, out: st
                    force: bool = False) -> ShardSummary:
     """One array task (picklable, top level): run one shard into its own folder and say what happened."""
     from .plugins import load_plugin
-    from .runner import resolve, run_many
+    from .resolve import resolve
+    from .runner import run_many
 
     for plugin in plugins:
         load_plugin(plugin)
@@ -192,7 +193,7 @@ def _run_ids(configs: Sequence[RunConfig], settings: LauncherSettings) -> list[s
     before anything is queued."""
     import torch
 
-    from .runner import resolve
+    from .resolve import resolve
 
     return [replace(resolve(replace(c, device="cpu"), need_data=False),
                     device=torch.device(_device_type(c, settings))).run_id for c in configs]

@@ -11,7 +11,7 @@ from .config import hparams_dict
 from .schedule import Schedule
 
 if TYPE_CHECKING:
-    from .runner import ResolvedRun
+    from .resolve import ResolvedRun
 
 
 def schedule_plan(schedule: Schedule, lr: float, lr_min_ratio: float, eval_every: int) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def read_spec(path: str | Path) -> dict[str, Any]:
 
 def load_sweep(path: str | Path) -> list[RunConfig]:
     """Read a sweep file into run configurations (methods x pairs x ratios x resolutions x seeds)."""
-    from .runner import expand
+    from .grid import expand
 
     path = Path(path)
     spec = read_spec(path)

@@ -27,7 +27,7 @@ from dfkd_bench.data import DataWarning, DatasetSpec, get_dataset
 from dfkd_bench.data.imagenet_classes import IMAGENETTE_WNIDS, imagenet100_wnids, imagenet_wnids
 from dfkd_bench.data.split import EvalSplit, write_cached_split
 from dfkd_bench.errors import UserError
-from dfkd_bench.runner import dataset_spec
+from dfkd_bench.resolve import dataset_spec
 from cli_helpers import one_line_error, run_cli
 from formats import write_cifar10, write_cifar100, write_imagenet_folder, write_tiny_imagenet
 

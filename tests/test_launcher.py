@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import ok, one_line_error, run_cli
 from conftest import TINY
 from dfkd_bench.launcher import LauncherSettings, error_line, parse_launcher, run_shard_task, shard_folder
-from dfkd_bench.runner import resolve
+from dfkd_bench.resolve import resolve
 from dfkd_bench.sweep import load_sweep, shard
 
 submitit = pytest.importorskip("submitit")

@@ -148,7 +148,7 @@ def tiny_teacher() -> nn.Module:
 
 
 def make_ctx(teacher: nn.Module, resolution: int = 32, seed: int = 0) -> MethodContext:
-    """What runner.execute builds, on the CPU, with a fresh untrained student."""
+    """What execute.execute builds, on the CPU, with a fresh untrained student."""
     torch.manual_seed(seed)
     student = create_model("digits_resnet8_slim", SPEC.num_classes)
     return MethodContext.create(teacher, student, SPEC, seed, resolutions=(resolution,))

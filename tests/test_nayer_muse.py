@@ -18,7 +18,8 @@ from dfkd_bench.errors import UserError
 from dfkd_bench.methods.muse import Muse, class_activation_map
 from dfkd_bench.methods.nayer import Nayer, NoisyLabelGenerator
 from dfkd_bench.models.hooks import FeatureTap
-from dfkd_bench.runner import resolve, run_many
+from dfkd_bench.resolve import resolve
+from dfkd_bench.runner import run_many
 from dfkd_bench.schedule import RoundInfo
 from method_helpers import TINY, make_ctx, make_method
 

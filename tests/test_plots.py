@@ -15,7 +15,7 @@ from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
 from cli_helpers import ok, one_line_error, run_cli
-from dfkd_bench import cli
+from dfkd_bench.cli import results as cli_results
 from dfkd_bench.report import plots, read_runs_csv, summarize
 from dfkd_bench.report.plot_layout import legends
 from figure_grids import DIGIT_NAMES, run_row, write_run_files
@@ -281,7 +281,7 @@ def test_reference_results(tmp_path: Path) -> None:
 
 
 def test_cli_kinds_match_the_plot_module() -> None:
-    assert cli.PLOT_KINDS == (*plots.KINDS, "all")
+    assert cli_results.PLOT_KINDS == (*plots.KINDS, "all")
 
 
 def test_cli_plot_all_with_pdf(results: Path, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from dfkd_bench import runner
+from dfkd_bench import execute, runner
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import DistillationRun
 from dfkd_bench.engine.distill import Distiller
@@ -99,7 +99,7 @@ def test_out_of_memory_is_recognised() -> None:
 
 def test_bf16_autocast_runs_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dtypes: dict[str, set[torch.dtype]] = {"teacher": set(), "student": set()}
-    original = runner.execute
+    original = execute.execute
 
     def watching(resolved: Any, teacher: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
         hooks = [teacher.register_forward_hook(lambda m, i, o: dtypes["teacher"].add(o.dtype))]
@@ -109,15 +109,15 @@ def test_bf16_autocast_runs_on_the_cpu(tmp_path: Path, monkeypatch: pytest.Monke
             for h in hooks:
                 h.remove()
 
-    monkeypatch.setattr(runner, "execute", watching)
-    create = runner.MethodContext.create
+    monkeypatch.setattr(execute, "execute", watching)
+    create = execute.MethodContext.create
 
     def create_watching_student(*args: Any, **kwargs: Any) -> Any:
         ctx = create(*args, **kwargs)
         ctx.student.register_forward_hook(lambda m, i, o: dtypes["student"].add(o.dtype))
         return ctx
 
-    monkeypatch.setattr(runner.MethodContext, "create", create_watching_student)
+    monkeypatch.setattr(execute.MethodContext, "create", create_watching_student)
     runner.run(["fast"], out=tmp_path, device="cpu", amp="bf16", smoke=True)  # bf16 is emulated (slow) on most CPUs
     row = rows_of(tmp_path)["fast"]
     assert row["status"] == "ok" and 0 <= float(row["student_acc"]) <= 100

@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from dfkd_bench.config import RunConfig
 from dfkd_bench.data import get_dataset
 from dfkd_bench.data.imagenet_classes import IMAGENETTE_WNIDS
-from dfkd_bench.runner import resolve
+from dfkd_bench.resolve import resolve
 from dfkd_bench.teachers import TeacherCard, find_cached, teacher_path
 from cli_helpers import ok
 from formats import write_imagenet_folder

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cli_helpers import ok
 from dfkd_bench.outputs import RUNS_COLUMNS
-from dfkd_bench.runner import plan
+from dfkd_bench.grid import plan
 from dfkd_bench.sweep import load_sweep
 
 

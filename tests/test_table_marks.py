@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from cli_helpers import ok, run_cli
-from dfkd_bench import cli
+from dfkd_bench.cli.run import print_table
 from dfkd_bench.outputs import RUNS_COLUMNS
 from dfkd_bench.report.footnotes import chance_level, overran
 from dfkd_bench.report.tables import runs_frame
@@ -126,7 +126,7 @@ def test_terminal_table_marks_and_footnotes() -> None:
     rows = _equal_time_rows()
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        cli._print_table(rows)
+        print_table(rows)
     text = out.getvalue()
     assert "10.10†" in text and "—‡" in text and "77.70" not in text
     assert any(line.startswith("† dfad at ratio=1, resolution=32, time_budget=5") for line in text.splitlines())

@@ -22,7 +22,7 @@ from dfkd_bench.data import get_dataset
 from dfkd_bench.data.imagenet_classes import IMAGENETTE_WNIDS
 from dfkd_bench.errors import UserError
 from dfkd_bench.models import create_model
-from dfkd_bench.runner import dataset_spec
+from dfkd_bench.resolve import dataset_spec
 from dfkd_bench.teachers import (
     TeacherCard,
     file_sha256,
