@@ -225,9 +225,15 @@ def _collective_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def environment_world_size() -> int:
+    """The group size torchrun gave this process (WORLD_SIZE; 1 outside torchrun): read here, at the
+    boundary, and passed on as an argument."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_by_torchrun() -> bool:
     """True inside a process torchrun started for a group of more than one."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return environment_world_size() > 1
 
 
 def init_from_env(device_type: str) -> Group:
@@ -238,24 +244,6 @@ def init_from_env(device_type: str) -> Group:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return Group(dist.get_rank(), dist.get_world_size())
-
-
-@contextmanager
-def sized_as(world_size: int | None) -> Iterator[None]:
-    """Inside the block, runs resolve as in a group of `world_size` processes (WORLD_SIZE set, then
-    restored, whatever happens); None leaves the environment alone."""
-    if world_size is None:
-        yield
-        return
-    before = os.environ.get("WORLD_SIZE")
-    os.environ["WORLD_SIZE"] = str(world_size)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("WORLD_SIZE", None)
-        else:
-            os.environ["WORLD_SIZE"] = before
 
 
 def current_rank_is_main() -> bool:

@@ -235,7 +235,7 @@ def generation_resolutions(config: RunConfig, method_cls: type[Method], spec: Da
     return resolutions
 
 
-def check_arguments(config: RunConfig) -> RunArguments:
+def check_arguments(config: RunConfig, world_size: int = 1) -> RunArguments:
     """Fill the defaults a config decides alone and refuse what the arguments (and the files they
     name) decide alone, so that a refusal comes before any data is read or warned about."""
     spec = dataset_spec(config.dataset, config.classes)
@@ -268,22 +268,25 @@ def check_arguments(config: RunConfig) -> RunArguments:
                               teacher=teacher, smoke=config.smoke, protocol=config.protocol)
     protocol_reference(config, method_cls, spec)
     device = pick_device(config.device)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
         check_data_parallel(method_cls, hparams, config, world_size)
     return RunArguments(config, spec, method_cls, hparams, teacher, student, resolutions, device, world_size)
 
 
-def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool = True) -> ResolvedRun:
+def resolve(config: RunConfig, sources: Sources | None = None, need_data: bool = True,
+            world_size: int | None = None) -> ResolvedRun:
     """Fill defaults and validate (data root included); every bad input becomes a one-line UserError.
     With need_data=False (a dry run) a dataset without a data root is sized by its standard split."""
-    return resolve_checked(check_arguments(config), sources, need_data)
+    size = distributed.environment_world_size() if world_size is None else world_size
+    return resolve_checked(check_arguments(config, size), sources, need_data)
 
 
-def resolve_all(configs: Sequence[RunConfig], need_data: bool = True) -> list[ResolvedRun]:
+def resolve_all(configs: Sequence[RunConfig], need_data: bool = True,
+                world_size: int | None = None) -> list[ResolvedRun]:
     """`resolve` for a grid: every config's arguments are checked (each teacher checkpoint read once)
     before any data root is opened, and each root is then opened once."""
-    checked = [check_arguments(c) for c in configs]
+    size = distributed.environment_world_size() if world_size is None else world_size
+    checked = [check_arguments(c, size) for c in configs]
     for file, arch, spec in dict.fromkeys((a.config.teacher_checkpoint, a.teacher, a.spec) for a in checked
                                           if a.config.teacher_checkpoint):
         check_checkpoint(file, spec, arch, RUN_ARCH_FLAG)

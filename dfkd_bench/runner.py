@@ -25,12 +25,14 @@ from .tracking import check_trackers
 def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", force: bool = False,
              on_round: RoundHook | None = None, on_start: Callable[[ResolvedRun], None] | None = None,
              on_done: Callable[[ResolvedRun, dict[str, Any], bool], None] | None = None,
-             log: Callable[[str], None] | None = None, trackers: Sequence[str] = ()) -> list[dict[str, Any]]:
+             log: Callable[[str], None] | None = None, trackers: Sequence[str] = (),
+             world_size: int | None = None) -> list[dict[str, Any]]:
     """Validate every config first, then run each (finished runs are read back, not redone); `trackers`
-    (tensorboard, wandb) mirror each run live."""
+    (tensorboard, wandb) mirror each run live. `world_size`: the processes each run is data-parallel
+    over (default: torchrun's, from the environment)."""
     out_dir = Path(out_dir)
     trackers = check_trackers(trackers)
-    resolved = resolve_all(configs)
+    resolved = resolve_all(configs, world_size=world_size)
     group = distributed.init_from_env(resolved[0].device.type) if resolved else distributed.SINGLE
     finished = read_runs(out_dir)
     rows: list[dict[str, Any]] = []
@@ -81,13 +83,15 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
         teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
         smoke: bool = False, protocol: str = "equal", amp: str = "auto", compile: bool = False,
         bank_gpu_gb: float | None = None, auto_batch: bool = False, time_budget: float | Sequence[float] | None = None,
-        dry_run: bool = False, force: bool = False, trackers: Sequence[str] = (), **callbacks: Any) -> list[Any]:
+        dry_run: bool = False, force: bool = False, trackers: Sequence[str] = (), world_size: int | None = None,
+        **callbacks: Any) -> list[Any]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
     Lists sweep (ratios, seeds, resolutions, pairs, time budgets); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
     are passed to `run_many` (on_round, on_start, on_done, log); `trackers` names live loggers
-    (tensorboard, wandb). With `dry_run` nothing runs: the
-    resolved runs come back (each with its `schedule`), no teacher, data or device work needed.
+    (tensorboard, wandb); `world_size` the processes each run is data-parallel over (default:
+    torchrun's). With `dry_run` nothing runs: the resolved runs come back (each with its `schedule`),
+    no teacher, data or device work needed.
     """
     names = method_names(methods)
     check_out_dir(out)
@@ -100,5 +104,5 @@ def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Se
                      seeds=as_list(seed), pairs=list(pairs) or [(None, None)],
                      overrides=parse_set_options(list(sets), names), time_budgets=as_list(time_budget))
     if dry_run:
-        return resolve_all(configs, need_data=False)
-    return run_many(configs, out, force=force, trackers=trackers, **callbacks)
+        return resolve_all(configs, need_data=False, world_size=world_size)
+    return run_many(configs, out, force=force, trackers=trackers, world_size=world_size, **callbacks)

@@ -268,7 +268,7 @@ def test_resume_is_bit_identical_for_a_bank_method(tmp_path: Path) -> None:
         tiny = {"synth_batch": "16", "g_steps": "2", "kd_steps": "4", "kd_batch": "16", "warmup_rounds": "1",
                 "final_kd_steps": "3"}
         method = cls(ctx, resolve_hparams(cls.Hparams, "digits", tiny, "fast"))
-        return DistillationRun(method, ctx, SPEC.open().test_split().subset(20), 64,
+        return DistillationRun(method, ctx, SPEC.open().test_split().subset(20), method.hp.equal_schedule(64),
                                checkpoint_path=folder / "checkpoint.pt")
 
     whole = fast_run(tmp_path / "whole")

@@ -279,7 +279,7 @@ def _run(method: Nayer, n_total: int = 48) -> tuple[Any, dict[str, set[int]]]:
     method.synthesize = tracked  # type: ignore[method-assign]
     data = get_dataset("digits").open()
     try:
-        outcome = DistillationRun(method, ctx, data.test_split().subset(50), n_total).run()
+        outcome = DistillationRun(method, ctx, data.test_split().subset(50), method.hp.equal_schedule(n_total)).run()
     finally:
         hook.remove()
     return outcome, seen

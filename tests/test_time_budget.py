@@ -60,7 +60,8 @@ def budgeted_run(monkeypatch: pytest.MonkeyPatch, budget: float | None, tmp_path
 
     method.synthesize = charged_synthesis  # type: ignore[method-assign]
     split = get_dataset("digits").open().test_split().subset(40)
-    run = DistillationRun(method, method.ctx, split, n_total, checkpoint_path=tmp_path / "checkpoint.pt",
+    run = DistillationRun(method, method.ctx, split, method.hp.equal_schedule(n_total),
+                          checkpoint_path=tmp_path / "checkpoint.pt",
                           time_budget=TimeBudget(budget) if budget else None)
     charge_training(run, clock, kd_step_s)
     return run, clock
@@ -173,7 +174,7 @@ def test_online_methods_stop_before_a_generator_phase_that_would_overrun(monkeyp
 
     method.train_generator = charged_phase  # type: ignore[method-assign]
     split = get_dataset("digits").open().test_split().subset(40)
-    run = DistillationRun(method, method.ctx, split, 4000, time_budget=TimeBudget(3.1))
+    run = DistillationRun(method, method.ctx, split, method.hp.equal_schedule(4000), time_budget=TimeBudget(3.1))
     charge_training(run, clock)
     outcome = run.run()
     phase = PHASE_S + KD_STEP_S * method.student_steps_per_generator_step

@@ -170,7 +170,7 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
         pair_list.append((t, s))
     dry_run = dry_run or validating_group  # validate as each rank will, before starting any process
     printer = RunPrinter(quiet or launching)
-    with distributed.sized_as(nproc if validating_group else None), printer:
+    with printer:
         rows = run(methods, dataset=dataset, ratio=split_values(ratio, float, "--ratio"),
                    seed=split_values(seed, int, "--seed"), resolution=split_values(resolution, int, "--sweep-resolutions"),
                    resolutions=split_values(resolutions, int, "--multi-resolution"), teacher=teacher, student=student,
@@ -179,7 +179,8 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
                    label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol,
                    amp=amp, compile=compile_models, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch,
                    time_budget=split_values(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
-                   trackers=split_values(trackers, str, "--log"), **printer.callbacks())
+                   trackers=split_values(trackers, str, "--log"), world_size=nproc if validating_group else None,
+                   **printer.callbacks())
     if launching:
         sys.exit(distributed.launch(nproc, without_nproc(INVOCATION)))
     distributed.shutdown()

@@ -32,10 +32,10 @@ class Diverged(RuntimeError):
 
 
 class DistillationRun:
-    """Drives a method through a schedule's rounds (an int is an image budget under the equal protocol)."""
+    """Drives a method through a schedule's rounds (built by the protocol: `schedule.py`, `hp.equal_schedule`)."""
 
     def __init__(self, method: Method, ctx: MethodContext, test_split: EvalSplit,
-                 schedule: Schedule | int, checkpoint_path: str | Path | None = None,
+                 schedule: Schedule, checkpoint_path: str | Path | None = None,
                  on_round: RoundCallback | None = None, time_budget: TimeBudget | None = None,
                  bank_budget_bytes: int | None = None) -> None:
         """`bank_budget_bytes`: what the uint8 bank may take on the device before its host tier takes
@@ -47,7 +47,7 @@ class DistillationRun:
         bounds = [0, *itertools.accumulate(self.group.shares(len(test_split)))]
         shard = test_split.part(bounds[self.group.rank], bounds[self.group.rank + 1])
         self.test_split = shard.to(ctx.device, RESIDENT_TEST_BYTES)  # this rank's shard (all of it alone)
-        self.schedule = schedule if isinstance(schedule, Schedule) else hp.equal_schedule(schedule)
+        self.schedule = schedule
         self.total_kd_steps = self.schedule.kd_steps
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
