@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
@@ -47,6 +48,22 @@ class Registry(Generic[T]):
             doc = (getattr(obj, "__doc__", None) or "").strip()
             description = doc.splitlines()[0] if doc else ""
         self._entries[key] = Entry(key, obj, description)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Inside the block, register freely: the registry is restored as it is now when it ends (tests,
+        notebooks trying throwaway methods)."""
+        self._ensure_loaded()
+        saved = dict(self._entries)
+        try:
+            yield
+        finally:
+            self._entries.clear()
+            self._entries.update(saved)
+
+    def rediscover(self) -> None:
+        """Run discovery (entry points, built-ins) again on the next lookup, e.g. after installing a plugin."""
+        self._loaded = self._loader is None
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:

@@ -103,11 +103,5 @@ def clean_methods() -> Iterator[None]:
     """Restore the method registry after a test that registers methods (plugins, fakes)."""
     from dfkd_bench.plugins import METHODS
 
-    METHODS.names()  # discover the built-ins first, so the snapshot holds them
-    saved, loaded = dict(METHODS._entries), METHODS._loaded
-    try:
+    with METHODS.snapshot():
         yield
-    finally:
-        METHODS._entries.clear()
-        METHODS._entries.update(saved)
-        METHODS._loaded = loaded

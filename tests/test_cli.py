@@ -154,14 +154,10 @@ def existing_results(tmp_path_factory: pytest.TempPathFactory, digits_teacher) -
     from dfkd_bench.runner import run_many
 
     out = tmp_path_factory.mktemp("existing") / "results"
-    saved = dict(METHODS._entries)
-    try:
+    with METHODS.snapshot():
         load_plugin(EXAMPLE_PLUGIN)
         run_many([RunConfig(method="teacher_noise", ratio=0.02, device="cpu",
                             overrides={"steps": "1", "kd_steps": "2", "synth_batch": "32"})], out)
-    finally:
-        METHODS._entries.clear()
-        METHODS._entries.update(saved)
     assert rows_of(out)[0]["status"] == "ok"
     return out
 

@@ -68,11 +68,11 @@ def before(owner, name, when=lambda: True):
     setattr(owner, name, hooked)
 
 
-def final_kd_starts(final_kd_steps):
+def final_kd_starts(final_kd):
     def hooked(self):
         global in_final_kd
         in_final_kd = True
-        return final_kd_steps(self)
+        return final_kd(self)
     return hooked
 
 
@@ -105,7 +105,7 @@ elif event == "synth":
 elif event == "step":
     before(distill.Distiller, "step")
 elif event == "final":
-    trainer.DistillationRun._final_kd_steps = final_kd_starts(trainer.DistillationRun._final_kd_steps)
+    trainer.DistillationRun._final_kd = final_kd_starts(trainer.DistillationRun._final_kd)
     before(distill.Distiller, "step", lambda: in_final_kd)
 elif event == "write":
     os.replace = torn_checkpoint(os.replace)

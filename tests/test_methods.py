@@ -91,7 +91,7 @@ def test_entry_point_group_is_consulted(monkeypatch: pytest.MonkeyPatch) -> None
         return [FakeEntryPoint()]
 
     monkeypatch.setattr(plugins, "entry_points", fake_entry_points)
-    METHODS._loaded = False  # discovery runs again on the next lookup
+    METHODS.rediscover()  # discovery runs again on the next lookup
     assert "ep_method" in METHODS.names()
     assert groups == ["dfkd_bench.methods"]
     assert {"deepinversion", "fast"} <= set(METHODS.names())
