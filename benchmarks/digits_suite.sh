@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates results/digits/ (the digits suite: configs/digits.toml and configs/digits_equal_time.toml),
+# Regenerates results/digits/ (the digits suite: the shipped grids digits, digits_equal_time and
+# digits_online_steps, in dfkd_bench/configs/),
 # its tables and its figures, from scratch:
 #
 #     bash benchmarks/digits_suite.sh [OUT]        # OUT defaults to results/digits
@@ -20,7 +21,7 @@ export OMP_NUM_THREADS=1 DFKD PYTHON
 # the teacher first, so that the parallel shards find it cached instead of each training it
 $DFKD teachers | grep -q "digits_resnet8 " || $DFKD teacher train --dataset digits --quiet
 
-for spec in configs/digits.toml configs/digits_equal_time.toml; do
+for spec in digits digits_equal_time digits_online_steps; do
     $DFKD sweep "$spec" --shard 1/2 --out "$WORK/shard1" --quiet &
     first=$!
     $DFKD sweep "$spec" --shard 2/2 --out "$WORK/shard2" --quiet

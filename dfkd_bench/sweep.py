@@ -1,9 +1,12 @@
-"""Sweep files (TOML): the grid of a comparison, and `--shard i/n` to split it across jobs."""
+"""Sweep files (TOML): the grid of a comparison, and `--shard i/n` to split it across jobs. The paper
+grids ship inside the package (`dfkd_bench/configs/`), so `dfkd-bench sweep digits` works after a plain
+`pip install`; a path works as well."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +23,36 @@ KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "see
         "time_budgets", "launcher"}
 
 
+def shipped_grids() -> dict[str, Path]:
+    """The sweep files shipped with the package, by name (the file name without .toml)."""
+    folder = resources.files("dfkd_bench") / "configs"
+    return {entry.name[:-len(".toml")]: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".toml")}
+
+
+def sweep_path(name_or_path: str | Path) -> Path:
+    """A sweep file given as a path, or a shipped grid given by name (`digits`; `configs/digits.toml`, the
+    old in-repository path, is read as that name too)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    grids = shipped_grids()
+    name = path.stem if path.suffix == ".toml" and path.parent.name in ("", "configs") else str(name_or_path)
+    if name in grids:
+        return grids[name]
+    raise UserError(f"sweep file {name_or_path} does not exist; give a path or a shipped grid: {', '.join(sorted(grids))}")
+
+
+def describe_grid(path: Path) -> str:
+    """A shipped grid's first comment line (what it is), without the leading '#'."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
 def read_spec(path: str | Path) -> dict[str, Any]:
     """A sweep file's TOML tables, top-level keys checked: shared by the grid and the [launcher] reader."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep file {path} does not exist")
+    path = sweep_path(path)
     try:
         spec: dict[str, Any] = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -1,5 +1,6 @@
-"""The paper grids in configs/ load, name only registered datasets, methods and models, and resolve
-every method's hyper-parameters (preset by dataset, per-teacher settings) without any data."""
+"""The paper grids shipped in the package (dfkd_bench/configs/) load, name only registered datasets, methods
+and models, and resolve every method's hyper-parameters (preset by dataset, per-teacher settings) without
+any data; `sweep NAME` finds them from any folder and `sweeps` lists them."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from dfkd_bench.config import resolve_hparams
 from dfkd_bench.data import get_dataset
 from dfkd_bench.models import MODELS, model_info
 from dfkd_bench.plugins import METHODS
-from dfkd_bench.sweep import load_sweep
+from cli_helpers import ok, one_line_error
+from dfkd_bench.sweep import load_sweep, shipped_grids
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+CONFIGS = sorted(shipped_grids().values())
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -58,3 +60,15 @@ def test_smoke_shrinks_every_preset() -> None:
         loop = "iterations" if name == "deepinversion" else "g_steps"
         assert getattr(smoke, loop) < getattr(full, loop)
         assert resolve_hparams(cls, ("cifar10",), {"synth_batch": "12"}, smoke=True).synth_batch == 12
+
+
+def test_shipped_grids_are_found_by_name_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the grids come from the installed package
+    assert {"digits", "digits_equal_time", "cifar10_paper"} <= set(shipped_grids())
+    out = ok(["sweep", "digits_equal_time", "--dry-run", "--out", str(tmp_path / "results")])
+    assert out.count("-digits-r1-") == len(load_sweep(shipped_grids()["digits_equal_time"]))
+    assert ok(["sweep", "configs/digits.toml", "--dry-run", "--out", str(tmp_path / "results")]).count("-digits-")
+    listing = ok(["sweeps"])
+    assert any(line.split()[:3] == ["digits", str(len(load_sweep(shipped_grids()["digits"]))), "runs"]
+               for line in listing.splitlines())
+    one_line_error(["sweep", "no_such_grid", "--dry-run"], "no_such_grid", "digits_equal_time")

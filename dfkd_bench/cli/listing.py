@@ -1,4 +1,4 @@
-"""Listing commands (methods, datasets, models, teachers) and `embed-labels`."""
+"""Listing commands (methods, datasets, models, teachers, the shipped sweep grids) and `embed-labels`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ def models_cmd() -> None:
     click.echo(f"{'name':<{width}}  {'params':>7}  {'input':>5}  {'family':<8}  description")
     for info, count in zip(infos, params):
         click.echo(f"{info.name:<{width}}  {count:>7}  {info.input_size:>5}  {info.family:<8}  {info.description}")
+
+
+@cli.command("sweeps")
+def sweeps_cmd() -> None:
+    """List the sweep grids shipped with the package, with their run counts (`dfkd-bench sweep NAME`)."""
+    from ..sweep import describe_grid, load_sweep, shipped_grids
+
+    grids = shipped_grids()
+    width = max((len(name) for name in grids), default=0)
+    for name, path in sorted(grids.items()):
+        console.print(f"{name:<{width}}  {len(load_sweep(path)):>5} runs  {describe_grid(path)}", markup=False)
 
 
 @cli.command("teachers")

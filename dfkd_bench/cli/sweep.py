@@ -27,7 +27,8 @@ from .run import run_configs
 @click.option("--log", "trackers", default=None, help="Live tracking of each run here: tensorboard and/or wandb.")
 def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
               force: bool, quiet: bool, launcher: str, wait: bool, trackers: str | None) -> None:
-    """Run the grid of a TOML sweep file (see configs/); finished runs are skipped."""
+    """Run the grid of a TOML sweep file, or of a shipped grid by name (`dfkd-bench sweeps`); finished runs
+    are skipped."""
     from ..sweep import load_sweep, parse_shard
     from ..sweep import shard as take_shard
 
