@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.api import (BestIterate, GeneratorStep, LatentGeneratorMethod, LatentHparams, MethodContext,
-                            ReferenceSchedule, RoundInfo, UserError, register_method)
+from dfkd_bench.api import (BestIterate, GeneratorStep, GradientGroups, LatentGeneratorMethod, LatentHparams,
+                            MethodContext, ParameterGroups, ReferenceSchedule, RoundInfo, UserError,
+                            register_method)
 
 CR_FEATURES = ("mean", "mean_var")
 CR_LAYERS = ("auto", "bn", "stages")
@@ -306,27 +307,23 @@ class Cmi(LatentGeneratorMethod):
         """The head's parameters when the contrastive term is on (it trains nothing otherwise)."""
         return list(self.head.parameters()) if self.hp.cr > 0 else []
 
-    def round_parameters(self, latent: torch.Tensor) -> list[torch.Tensor]:
-        """The generator's parameters, the latent, then the head's."""
-        return [*self.generator.parameters(), latent, *self._head_parameters()]
+    def round_parameters(self, latent: torch.Tensor) -> ParameterGroups:
+        """The generator's parameters, the latent, and the head's."""
+        return {"generator": list(self.generator.parameters()), "latent": [latent], "head": self._head_parameters()}
 
-    def round_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    def round_optimizer(self, groups: ParameterGroups) -> torch.optim.Optimizer:
         """Adam over the generator (lr_g) and the latent (lr_z); the head has its own, kept across rounds."""
-        k = len(self._head_parameters())
-        generator, latent = params[:len(params) - k - 1], params[len(params) - k - 1]
-        return torch.optim.Adam([{"params": generator}, {"params": [latent], "lr": self.hp.lr_z}],
+        return torch.optim.Adam([{"params": groups["generator"]}, {"params": groups["latent"], "lr": self.hp.lr_z}],
                                 lr=self.hp.lr_g, betas=tuple(self.hp.g_betas))
 
-    def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
-                        optimizer: torch.optim.Optimizer) -> None:
+    def apply_gradients(self, groups: ParameterGroups, grads: GradientGroups, optimizer: torch.optim.Optimizer) -> None:
         """Step the head's optimiser with its gradients, the round's with the rest."""
-        k = len(self._head_parameters())
-        split = len(params) - k
-        if k:
-            for p, g in zip(params[split:], grads[split:]):
+        if groups["head"]:
+            for p, g in zip(groups["head"], grads["head"]):
                 p.grad = g
             self.head_optimizer.step()
-        super().apply_gradients(params[:split], grads[:split], optimizer)
+        rest = {name: params for name, params in groups.items() if name != "head"}
+        super().apply_gradients(rest, grads, optimizer)
 
     def generator_terms(self, step: GeneratorStep) -> dict[str, torch.Tensor]:
         """The base's terms, plus cr * the contrastive term on the global and a local view."""
@@ -359,12 +356,10 @@ class Cmi(LatentGeneratorMethod):
         local_emb, global_emb = embedded.chunk(2)
         return contrastive_loss(local_emb, global_emb, local.shape[0], self.hp.cr_T)
 
-    def generator_loss(self, step: GeneratorStep) -> torch.Tensor:
-        """The base's sum; the step's features are kept alongside the images keep-best keeps."""
-        loss = super().generator_loss(step)
+    def step_loss(self, step: GeneratorStep, loss: torch.Tensor) -> None:
+        """The step's features are kept alongside the images keep-best keeps."""
         if self._step_features is not None and self.hp.keep_best:
             self._kept.update(loss, self._step_features)
-        return loss
 
     def end_synthesis(self) -> None:
         """The banked iterate's (local, global) features (keep-best's, else the last step's) join the bank,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
-from dfkd_bench.api import (GENERATOR_KINDS, LatentGenerator, LatentGeneratorMethod, LatentHparams,
-                            MethodContext, ReferenceSchedule, RoundInfo, SpatialLatentGenerator, UserError,
-                            generator_kind, register_method)
+from dfkd_bench.api import (GENERATOR_KINDS, GradientGroups, LatentGenerator, LatentGeneratorMethod,
+                            LatentHparams, MethodContext, ParameterGroups, ReferenceSchedule, RoundInfo,
+                            SpatialLatentGenerator, UserError, generator_kind, register_method)
 
 
 @dataclass
@@ -178,8 +178,8 @@ class Fast(LatentGeneratorMethod):
             raise ValueError(f"fast: a round of {n} images exceeds the persistent latent's {self.z.shape[0]} rows")
         return self.z[:n].detach().clone().requires_grad_(True)
 
-    def round_parameters(self, latent: torch.Tensor) -> list[torch.Tensor]:
-        """A fresh clone of the meta-generator and the round's latent (the last entry); the meta
+    def round_parameters(self, latent: torch.Tensor) -> ParameterGroups:
+        """A fresh clone of the meta-generator ("generator") and the round's latent ("latent"); the meta
         gradients start at zero."""
         self.fast_generator = copy.deepcopy(self.generator).train()
         self._latent = latent
@@ -188,27 +188,27 @@ class Fast(LatentGeneratorMethod):
             p.grad = torch.zeros_like(p)
         if self.z is not None:
             self.z.grad = torch.zeros_like(self.z)
-        return [*self.fast_generator.parameters(), latent]
+        return {"generator": list(self.fast_generator.parameters()), "latent": [latent]}
 
-    def round_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    def round_optimizer(self, groups: ParameterGroups) -> torch.optim.Optimizer:
         """Adam over the clone (lr_g) and the latent (lr_z)."""
-        return torch.optim.Adam([{"params": params[:-1]}, {"params": params[-1:], "lr": self.hp.lr_z}],
+        return torch.optim.Adam([{"params": groups["generator"]}, {"params": groups["latent"], "lr": self.hp.lr_z}],
                                 lr=self.hp.lr_g, betas=tuple(self.hp.g_betas))
 
     def generate(self, latent: torch.Tensor, resolution: int) -> torch.Tensor:
         """The round's clone on the latent."""
         return self.fast_generator(latent)
 
-    def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
-                        optimizer: torch.optim.Optimizer) -> None:
+    def apply_gradients(self, groups: ParameterGroups, grads: GradientGroups, optimizer: torch.optim.Optimizer) -> None:
         """maml: the clone's gradients are summed into the meta-generator's (and the persistent latent's)."""
         if self.hp.meta == "maml":
-            for p, g in zip(self.generator.parameters(), grads[:-1]):
+            for p, g in zip(self.generator.parameters(), grads["generator"]):
                 if g is not None:
                     p.grad.add_(g)
-            if self.z is not None and grads[-1] is not None:
-                self.z.grad[:grads[-1].shape[0]].add_(grads[-1])
-        super().apply_gradients(params, grads, optimizer)
+            latent_grad = grads["latent"][0]
+            if self.z is not None and latent_grad is not None:
+                self.z.grad[:latent_grad.shape[0]].add_(latent_grad)
+        super().apply_gradients(groups, grads, optimizer)
 
     def end_synthesis(self) -> None:
         """The meta step: reptile first sets the meta gradient to theta - theta' (and z - z')."""

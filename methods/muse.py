@@ -113,7 +113,7 @@ class Muse(Nayer):
        BN-momentum buffers: under feed="upsample" the teacher always sees L, so one buffer serves
        every resolution; under feed="native" the teacher sees each resolution as generated, whose
        BN-input statistics differ, so each resolution keeps its own buffer (`bn_losses[r]`,
-       selected by the generated size; `bn_loss` is the current one).
+       selected by the generated size through the `bn_loss_for` hook).
     3. CAM quality loss (`cam`): CAM_y from the teacher's last conv map (of the forward that gives
        the BN and CE terms) and its classifier weights, ReLU'd, divided by its per-image max,
        resized to the image; L_cam = CE(T(m + CAM_y * (x - m)), y) with the CAM a constant and x
@@ -168,6 +168,11 @@ class Muse(Nayer):
             return resolutions[int(np.random.default_rng([self.ctx.seed, round.index]).integers(len(resolutions)))]
         return resolutions[round.index % len(resolutions)]
 
+    def bn_loss_for(self, resolution: int) -> BNStatisticsLoss:
+        """Under feed=native, the BN loss of images generated at `resolution` (its own momentum buffer);
+        under feed=upsample every resolution is fed at the teacher's size, so the one loss."""
+        return self._bn_loss_at(resolution) if self.hp.feed == "native" else self.bn_loss
+
     def _bn_loss_at(self, resolution: int) -> BNStatisticsLoss:
         """The BN loss (with its momentum buffer) of images generated at `resolution`, under feed=native."""
         if resolution not in self.bn_losses:
@@ -196,8 +201,6 @@ class Muse(Nayer):
         """NAYER's terms (under feed=native with the BN buffer of the images' resolution), L_cam, and
         after warm-up L_aed on the student's features of the adversarial forward."""
         hp = self.hp
-        if hp.feed == "native":
-            self.bn_loss = self._bn_loss_at(step.images.shape[-1])
         terms = super().generator_terms(step)
         if hp.cam > 0:
             terms["cam"] = hp.cam * self._cam_loss(step)

@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from dfkd_bench.api import (GENERATOR_KINDS, ConvStack, DeepDecoder, GeneratorHparams, GeneratorMethod,
-                            MethodContext, ReferenceSchedule, RoundInfo, UserError, balanced_labels,
-                            generator_kind as resolve_generator_kind, register_method)
+                            MethodContext, ParameterGroups, ReferenceSchedule, RoundInfo, UserError,
+                            balanced_labels, generator_kind as resolve_generator_kind, register_method)
 
 
 @dataclass
@@ -206,6 +206,6 @@ class Nayer(GeneratorMethod):
     def generate(self, latent: torch.Tensor, resolution: int) -> torch.Tensor:
         return self.generator(latent, resolution)
 
-    def round_parameters(self, latent: torch.Tensor) -> list[torch.Tensor]:
-        """The generator's parameters and this round's noisy layers."""
-        return self.generator.round_parameters()
+    def round_parameters(self, latent: torch.Tensor) -> ParameterGroups:
+        """The generator's parameters and this round's noisy layers (one group: one learning rate)."""
+        return {"generator": self.generator.round_parameters()}

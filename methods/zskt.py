@@ -5,14 +5,14 @@ that minimises it plus attention transfer on matched blocks."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 
-from dfkd_bench.api import (GeneratorStep, MethodContext, OnlineLatentGeneratorMethod, OnlineLatentHparams,
-                            ReferenceSchedule, RoundInfo, StudentStep, UserError, datafree_schedules,
-                            kd_loss, register_method)
+from dfkd_bench.api import (GeneratorStep, GradientGroups, MethodContext, OnlineLatentGeneratorMethod,
+                            OnlineLatentHparams, ParameterGroups, ReferenceSchedule, RoundInfo, StudentStep,
+                            UserError, datafree_schedules, kd_loss, register_method)
 
 Size = tuple[int, int]
 
@@ -172,15 +172,14 @@ class Zskt(OnlineLatentGeneratorMethod):
         """-KL(p_T || p_S) at temperature 1: minimising it maximises the student's disagreement with the teacher."""
         return -kd_loss(self.student_pass(step).logits, self.teacher_pass(step).logits, 1.0)
 
-    def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
-                        optimizer: torch.optim.Optimizer) -> None:
+    def apply_gradients(self, groups: ParameterGroups, grads: GradientGroups, optimizer: torch.optim.Optimizer) -> None:
         """Clip the generator's gradients to norm g_clip (the reference's clip_grad_norm_), then step."""
-        present = [g for g in grads if g is not None]
+        present = [g for gs in grads.values() for g in gs if g is not None]
         if self.hp.g_clip > 0 and present:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in present]))
             scale = (self.hp.g_clip / (norm + 1e-6)).clamp(max=1.0)
-            grads = [None if g is None else g * scale for g in grads]
-        super().apply_gradients(params, grads, optimizer)
+            grads = {name: [None if g is None else g * scale for g in gs] for name, gs in grads.items()}
+        super().apply_gradients(groups, grads, optimizer)
 
     def train_generator(self, round: RoundInfo) -> None:
         """The generator steps; the block maps their forwards left are dropped."""

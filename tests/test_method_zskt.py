@@ -55,10 +55,11 @@ def test_generator_loss_falls_as_the_kl_grows() -> None:
 def test_generator_gradients_are_clipped_to_g_clip() -> None:
     method = make_zskt(make_ctx(), g_clip=0.5)
     p = nn.Parameter(torch.zeros(4))
-    method.apply_gradients([p], [torch.full((4,), 100.0)], torch.optim.SGD([p], lr=1.0))
+    method.apply_gradients({"generator": [p]}, {"generator": [torch.full((4,), 100.0)]}, torch.optim.SGD([p], lr=1.0))
     torch.testing.assert_close(torch.linalg.vector_norm(p.detach()), torch.tensor(0.5))
     q = nn.Parameter(torch.zeros(4))
-    method.apply_gradients([q], [torch.full((4,), 0.1)], torch.optim.SGD([q], lr=1.0))  # small: untouched
+    method.apply_gradients({"generator": [q]}, {"generator": [torch.full((4,), 0.1)]},
+                           torch.optim.SGD([q], lr=1.0))  # small: untouched
     torch.testing.assert_close(q.detach(), torch.full((4,), -0.1))
 
 

@@ -80,10 +80,10 @@ def one_step_each(method: Any, batch: int) -> tuple[torch.Tensor, float]:
     norms = []
     apply = method.apply_gradients
 
-    def keep_norm(params: list[torch.Tensor], grads: Any, optimizer: torch.optim.Optimizer) -> None:
-        present = [torch.linalg.vector_norm(g) for g in grads if g is not None]
+    def keep_norm(groups: dict[str, Any], grads: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+        present = [torch.linalg.vector_norm(g) for gs in grads.values() for g in gs if g is not None]
         norms.append(torch.linalg.vector_norm(torch.stack(present)))
-        apply(params, grads, optimizer)
+        apply(groups, grads, optimizer)
 
     method.apply_gradients = keep_norm
     method.train_generator(RoundInfo.standalone())

@@ -6,8 +6,8 @@ from ..models.hooks import BNStatistics, FeatureTap
 from ..schedule import ReferenceSchedule, RoundInfo
 from .augment import Normalize, roll_by, student_augment
 from .bank import SyntheticBank, resize
-from .generator_method import (GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGeneratorMethod, LatentHparams,
-                               StudentPass, TeacherPass)
+from .generator_method import (GeneratorHparams, GeneratorMethod, GeneratorStep, GradientGroups, LatentGeneratorMethod,
+                               LatentHparams, ParameterGroups, StudentPass, TeacherPass)
 from .generators import ConvStack, DeepDecoder, LatentGenerator, SpatialLatentGenerator
 from .labels import balanced_labels, random_labels
 from .losses import (BNStatisticsLoss, adversarial_loss, js_divergence, kd_loss, negative_batch_entropy,
@@ -22,8 +22,8 @@ from .trainer import Diverged, DistillationRun
 __all__ = [
     "BNStatistics", "FeatureTap", "ReferenceSchedule", "RoundInfo",
     "Normalize", "roll_by", "student_augment", "SyntheticBank", "resize",
-    "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "LatentGeneratorMethod", "LatentHparams", "StudentPass",
-    "TeacherPass",
+    "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "GradientGroups", "LatentGeneratorMethod", "LatentHparams",
+    "ParameterGroups", "StudentPass", "TeacherPass",
     "ConvStack", "DeepDecoder", "LatentGenerator", "SpatialLatentGenerator",
     "balanced_labels", "random_labels",
     "BNStatisticsLoss", "adversarial_loss", "js_divergence", "kd_loss", "negative_batch_entropy", "pseudo_label_ce",

@@ -21,7 +21,8 @@ def compile_module(module: nn.Module, name: str, log: Callable[[str], None], bac
 
 
 def compile_run(ctx: MethodContext, method: Method, log: Callable[[str], None], backend: str = "inductor") -> list[str]:
-    """Compile the teacher, the student and the method's generator (if any); returns what was compiled.
+    """Compile the teacher, the student and the modules the method declares (`compilable_modules`: its
+    generator, if any); returns what was compiled.
 
     Dynamo's caches are reset first, and hooks are guarded, so the forward hooks a run adds to the
     shared teacher (BN statistics, feature taps) are traced into its graphs instead of a previous
@@ -32,8 +33,7 @@ def compile_run(ctx: MethodContext, method: Method, log: Callable[[str], None], 
     torch._dynamo.reset()
     torch._dynamo.config.suppress_errors = True
     torch._dynamo.config.skip_nnmodule_hook_guards = False
-    modules: dict[str, Any] = {"teacher": ctx.teacher, "student": ctx.student,
-                               "generator": getattr(method, "generator", None)}
+    modules: dict[str, Any] = {"teacher": ctx.teacher, "student": ctx.student, **method.compilable_modules()}
     return [name for name, module in modules.items()
             if isinstance(module, nn.Module) and compile_module(module, name, log, backend)]
 

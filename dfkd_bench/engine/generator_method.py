@@ -10,8 +10,11 @@ of `Method.student_loss`:
 - `round_resolution(round)`, `start_round(round)`: per-round choices and resets;
 - `generator_terms(step)`: the weighted loss terms on one batch of new images;
 - `adversarial_term(step)`: the student-vs-teacher term (default: Fast's boundary loss);
-- `round_parameters(latent)`, `round_optimizer(params)`, `apply_gradients(...)`, `end_synthesis()`:
-  what a round trains, and how (Fast's meta-learning overrides these four).
+- `round_parameters(latent)`, `round_optimizer(groups)`, `apply_gradients(...)`, `end_synthesis()`:
+  what a round trains, as named parameter groups, and how (Fast's meta-learning overrides these four);
+- `step_loss(step, loss)`: each step's total loss, as keep-best sees it (CMI);
+- `bn_loss_for(resolution)`: the BN loss of a generation resolution (MUSE keeps one per resolution);
+- `compilable_modules()`: what `--compile` may compile (the generator).
 """
 
 from __future__ import annotations
@@ -35,6 +38,24 @@ from .losses import BNStatisticsLoss, adversarial_loss
 from .method import Method, MethodContext, SyntheticBatch
 from .synthesis import BestIterate
 
+
+
+ParameterGroups = dict[str, list[torch.Tensor]]        # what a round trains, by name ("generator", "latent", ...)
+GradientGroups = dict[str, list["torch.Tensor | None"]]  # their gradients, named alike
+
+
+def flat_parameters(groups: ParameterGroups) -> list[torch.Tensor]:
+    """Every group's tensors in group order (what autograd and a single-group optimiser take)."""
+    return [p for params in groups.values() for p in params]
+
+
+def named_like(groups: ParameterGroups, flat: Sequence[torch.Tensor | None]) -> GradientGroups:
+    """`flat` (in `flat_parameters` order) split back into the groups' names."""
+    out, start = {}, 0
+    for name, params in groups.items():
+        out[name] = list(flat[start:start + len(params)])
+        start += len(params)
+    return out
 
 @dataclass
 class GeneratorHparams(MethodHparams):
@@ -168,23 +189,35 @@ class GeneratorMethod(Method):
         """The student-vs-teacher term the generator minimises (default: the boundary loss of Fast/NAYER)."""
         return adversarial_loss(self.student_pass(step).logits, self.teacher_pass(step).logits)
 
-    def round_parameters(self, latent: Any) -> list[torch.Tensor]:
-        """What a round's optimiser trains (default: the generator's parameters)."""
-        return list(self.generator.parameters())
+    def round_parameters(self, latent: Any) -> ParameterGroups:
+        """What a round's optimiser trains, as named groups (default: {"generator": its parameters})."""
+        return {"generator": list(self.generator.parameters())}
 
-    def round_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        """A fresh optimiser for the round (default: Adam at lr_g with betas g_betas)."""
-        return torch.optim.Adam(params, lr=self.hp.lr_g, betas=tuple(self.hp.g_betas))
+    def round_optimizer(self, groups: ParameterGroups) -> torch.optim.Optimizer:
+        """A fresh optimiser for the round (default: Adam at lr_g with betas g_betas over every group)."""
+        return torch.optim.Adam(flat_parameters(groups), lr=self.hp.lr_g, betas=tuple(self.hp.g_betas))
 
-    def apply_gradients(self, params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
-                        optimizer: torch.optim.Optimizer) -> None:
-        """Take one optimiser step with these gradients."""
-        for p, g in zip(params, grads):
-            p.grad = g
+    def apply_gradients(self, groups: ParameterGroups, grads: GradientGroups, optimizer: torch.optim.Optimizer) -> None:
+        """Take one optimiser step with these gradients (`grads` named as `groups`)."""
+        for name, params in groups.items():
+            for p, g in zip(params, grads[name]):
+                p.grad = g
         optimizer.step()
+
+    def step_generator(self, loss: torch.Tensor, groups: ParameterGroups, optimizer: torch.optim.Optimizer) -> None:
+        """One generator step: the gradients of `loss` for every group (autograd.grad: no student weight
+        gradients), averaged over the ranks where shared, then `apply_gradients`."""
+        params = flat_parameters(groups)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        self.share_generator_gradients(params, grads)
+        self.apply_gradients(groups, named_like(groups, grads), optimizer)
 
     def end_synthesis(self) -> None:
         """After a round's last step (before the BN momentum update); default: nothing."""
+
+    def step_loss(self, step: GeneratorStep, loss: torch.Tensor) -> None:
+        """Hook: each synthesis step's total loss, as keep-best sees it (CMI keeps the features of the
+        iterate keep-best keeps); default: nothing."""
 
     # ----- shared pieces ------------------------------------------------------------------------
     def prepared_generator(self) -> nn.Module:
@@ -196,9 +229,18 @@ class GeneratorMethod(Method):
         """The default key plus the round's generation resolution (MUSE changes it round by round)."""
         return (*super().work_key(n, round), self.round_resolution(round))
 
+    def bn_loss_for(self, resolution: int) -> BNStatisticsLoss:
+        """Hook: the BN loss (with its momentum buffer) for images generated at `resolution`; default the one
+        `bn_loss` (MUSE keeps one per resolution, whose BN-input statistics differ)."""
+        return self.bn_loss
+
     def momentum_losses(self) -> list[BNStatisticsLoss]:
         """The BN losses whose momentum buffers the method keeps (default: `bn_loss`; MUSE one per resolution)."""
         return [self.bn_loss]
+
+    def compilable_modules(self) -> dict[str, nn.Module]:
+        """The generator (`--compile`)."""
+        return {"generator": self.generator}
 
     def shared_modules(self) -> dict[str, nn.Module]:
         """The student, the generator and the momentum buffers of `momentum_losses` (once there are any)."""
@@ -234,10 +276,11 @@ class GeneratorMethod(Method):
             if self.keeps_teacher_map and self._teacher_tap is None:
                 self._teacher_tap = self.keep_hook(FeatureTap(ctx.teacher))
             tap = self._teacher_tap if self.keeps_teacher_map else None
-            with self.bn_loss.collect() if self.hp.bn > 0 else nullcontext(), \
+            bn_loss = self.bn_loss_for(step.images.shape[-1])
+            with bn_loss.collect() if self.hp.bn > 0 else nullcontext(), \
                     tap.capture() if tap is not None else nullcontext(), ctx.autocast():
                 logits = ctx.teacher(step.inputs).float()
-            bn = self.bn_loss() if self.hp.bn > 0 else None
+            bn = bn_loss() if self.hp.bn > 0 else None
             step.teacher = TeacherPass(logits, bn, F.cross_entropy(logits, step.labels),
                                        tap.conv_map if tap is not None else None)
         return step.teacher
@@ -271,20 +314,20 @@ class GeneratorMethod(Method):
         resolution = self.round_resolution(self.round)
         labels = self.round_labels(n)
         latent = self.round_latent(labels)
-        params = self.round_parameters(latent)
-        optimizer = self.round_optimizer(params)
+        groups = self.round_parameters(latent)
+        optimizer = self.round_optimizer(groups)
         best = BestIterate()
         self.generator.train()
         for index in range(hp.g_steps):
             images = self.generated(latent, resolution)
-            loss = self.generator_loss(GeneratorStep(images, labels, index))
+            step = GeneratorStep(images, labels, index)
+            loss = self.generator_loss(step)
+            self.step_loss(step, loss)
             if hp.keep_best:
                 best.update(loss, images)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            self.share_generator_gradients(params, grads)
-            self.apply_gradients(params, grads, optimizer)
+            self.step_generator(loss, groups, optimizer)
         self.end_synthesis()
-        self.bn_loss.update_momentum()
+        self.bn_loss_for(resolution).update_momentum()
         if hp.keep_best:
             return SyntheticBatch(best.images[:n], labels[:n], best.kept_loss)
         return SyntheticBatch(images.detach()[:n], labels[:n], loss.detach())

@@ -249,6 +249,11 @@ class Method:
         """Extra trainable parameters that the student optimiser must update (e.g. a projection head)."""
         return []
 
+    def compilable_modules(self) -> dict[str, nn.Module]:
+        """The method's own modules `--compile` may compile besides the teacher and the student (declared,
+        never probed): none here; a generator method adds its generator."""
+        return {}
+
     def shared_modules(self) -> dict[str, nn.Module]:
         """The named modules every rank of a process group must hold bit-identical (checked after each round;
         a generator method averages the gradients of their parameters): the student here; subclasses add

@@ -158,7 +158,7 @@ class OnlineGeneratorMethod(GeneratorMethod):
 
     def __init__(self, ctx: MethodContext, hparams: OnlineHparams) -> None:
         super().__init__(ctx, hparams)
-        self.generator_optimizer = self.round_optimizer(list(self.generator.parameters()))
+        self.generator_optimizer = self.round_optimizer({"generator": list(self.generator.parameters())})
 
     @property
     def student_steps_per_generator_step(self) -> int:
@@ -174,16 +174,14 @@ class OnlineGeneratorMethod(GeneratorMethod):
         a process group, the gradients averaged over the ranks), one persistent optimiser."""
         self.round = round
         self.generator.train()
-        params = list(self.generator.parameters())
+        groups = {"generator": list(self.generator.parameters())}
         for index in range(self.hp.g_steps):
             labels = self.round_labels(self.ctx.group.share(self.hp.kd_batch))
             images = self.generated(self.round_latent(labels), self.round_resolution(round))
             loss = self.generator_loss(GeneratorStep(images, labels, index))
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            self.share_generator_gradients(params, grads)
-            self.apply_gradients(params, grads, self.generator_optimizer)
+            self.step_generator(loss, groups, self.generator_optimizer)
         self.share_generator_statistics()
-        self.bn_loss.update_momentum()
+        self.bn_loss_for(self.round_resolution(round)).update_momentum()
 
     def share_generator_statistics(self) -> None:
         """In a process group, average the generator's BN running statistics over the ranks (each rank's
