@@ -65,7 +65,7 @@ def built(shared: dict[str, Any], method: type[Nayer] = Nayer, **overrides: Any)
 
 def run_rounds(method: Nayer, shared: dict[str, Any]) -> tuple[list[list[dict[str, float]]], list[list[int]]]:
     """The harness's rounds on our method: per round, each step's terms and gradient norm, and its labels."""
-    recorder = StepRecorder(method, {"grad_norm": slice(None)})
+    recorder = StepRecorder(method, {"grad_norm": ("generator",)})
     rounds, labels = [], []
     draw = method.generator.reset_noise
     for index, noise in enumerate(shared["noise_weight"]):

@@ -44,10 +44,10 @@ def flattened(nested: Any, prefix: str = "") -> dict[str, float]:
 
 class StepRecorder:
     """Keeps, for every generator step of a method, its weighted terms (`generator_terms`) and the global
-    gradient norm of each named slice of the round's parameters (`apply_gradients`), by wrapping the two
+    gradient norm over named groups of the round's parameters (`apply_gradients`), by wrapping the two
     public hooks on the instance."""
 
-    def __init__(self, method: GeneratorMethod, norms: dict[str, slice]) -> None:
+    def __init__(self, method: GeneratorMethod, norms: dict[str, tuple[str, ...]]) -> None:
         self.steps: list[dict[str, float]] = []
         terms, apply = method.generator_terms, method.apply_gradients
 
@@ -56,10 +56,11 @@ class StepRecorder:
             self.steps.append({name: float(value.detach()) for name, value in values.items()})
             return values
 
-        def recorded_apply(params: list[torch.Tensor], grads: Sequence[torch.Tensor | None],
+        def recorded_apply(groups: dict[str, list[torch.Tensor]], grads: dict[str, Sequence[torch.Tensor | None]],
                            optimizer: torch.optim.Optimizer) -> None:
-            self.steps[-1].update({name: global_norm(grads[part]) for name, part in norms.items()})
-            apply(params, grads, optimizer)
+            self.steps[-1].update({name: global_norm([g for group in parts for g in grads[group]])
+                                   for name, parts in norms.items()})
+            apply(groups, grads, optimizer)
 
         method.generator_terms = recorded_terms  # type: ignore[method-assign]
         method.apply_gradients = recorded_apply  # type: ignore[method-assign]
