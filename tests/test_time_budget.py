@@ -165,7 +165,7 @@ def test_online_methods_stop_before_a_generator_phase_that_would_overrun(monkeyp
                                                                          tmp_path: Path) -> None:
     clock = Clock()
     monkeypatch.setattr(timing, "time", clock)
-    method = make_online(Dfad, make_ctx(), round_steps=50)
+    method = make_online(Dfad, make_ctx(), round_steps=10)  # rounds of two phases: stops also at round starts
     train_generator = method.train_generator
 
     def charged_phase(info: RoundInfo) -> None:

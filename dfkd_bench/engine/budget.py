@@ -72,6 +72,8 @@ class RoundCosts:
     kd_step_s: float = 0.0       # KD seconds per student step, over all steps so far
     largest: int = 0             # the planned images per round (the size rounds never exceed)
     unit_s: float | None = None  # seconds of the smallest unit of work, once measured
+    phase_s: float = 0.0         # an online method's last generator phase with its student steps
+    phase_mark: float = 0.0      # the seconds spent when the last phase began
     points: tuple[tuple[int, float], ...] = ()  # (images, synthesis seconds) of the last two round sizes
 
     def measured(self, images: int, synth_s: float) -> None:
@@ -132,6 +134,7 @@ class BudgetPlanner:
     """Sizes and stops a bank method's rounds under a `TimeBudget`, from the seconds they measured."""
 
     RESIZE_BELOW, RESIZE_ABOVE = 0.9, 2.0  # re-size when the fitting size is this far off (timings are noisy)
+    GROWTH = 2.0  # later rounds grow at most this much at once: a fitted cost is trusted near measured sizes
 
     def __init__(self, budget: TimeBudget, smallest: int) -> None:
         self.budget = budget
@@ -152,15 +155,18 @@ class BudgetPlanner:
 
     def fitting_size(self, schedule: Schedule, done: int, costs: RoundCosts) -> int:
         """The images per round from round `done` on: the size at which `rounds_that_fit` rounds fit,
-        taken after the calibration round, and again when the current size is 10% too large or half too small."""
+        taken after the calibration round, and again when the current size is 10% too large or half too
+        small (growing at most `GROWTH` times at once)."""
         if done >= len(schedule.rounds):
             return 0
         current = schedule.rounds[done].images
         kd_per_image = schedule.kd_steps / max(1, schedule.images)
         fitting = self.budget.round_images(costs.per_image_s + kd_per_image * costs.kd_step_s,
                                            self.smallest, costs.largest, costs.per_round_s)
-        if done == 1 or not self.RESIZE_BELOW * current <= fitting <= self.RESIZE_ABOVE * current:
+        if done == 1:  # from the calibration round alone: proportional, so a cost that errs high
             return fitting
+        if not self.RESIZE_BELOW * current <= fitting <= self.RESIZE_ABOVE * current:
+            return min(fitting, math.ceil(self.GROWTH * current))
         return current
 
     @staticmethod

@@ -145,18 +145,18 @@ class DistillationRun:
         """Synthetic images the student has had: banked (bank methods) or drawn (online methods)."""
         return self.state.images_seen if self.online else len(self.bank)
 
-    def _online_round(self, info: RoundInfo) -> tuple[SyntheticBank, bool]:
+    def _online_round(self, info: RoundInfo) -> tuple[SyntheticBank | None, bool]:
         """An online round: `info.kd_steps` student steps on fresh generator batches (drawn at the steps
         `online_draws` picks, `info.images` images in all), the generator trained before every
-        `student_steps_per_generator_step` steps; returns the last batch, and whether a time budget
-        stopped the round before a generator phase."""
+        `student_steps_per_generator_step` steps; returns the last batch (None when a time budget stopped
+        the run before the round's first step), and whether a budget stopped the round before a phase."""
         method, batch_size = self.method, self.hp.kd_batch
         local = self.group.share(batch_size)  # this rank's part of every fresh batch
         every = method.student_steps_per_generator_step
         first = sum(r.kd_steps for r in self.schedule.rounds[:info.index])
         steps, batches = info.kd_steps, info.images // batch_size
         total = torch.zeros((), device=self.ctx.device)
-        batch, done, stopped, self._phase_mark = None, 0, False, self._spent()
+        batch, done, stopped = None, 0, False
         for i in range(steps):  # spans: timed without a device wait per step, added up once below
             if (first + i) % every == 0 and first + i > 0 and self._online_out_of_time(first + i == every):
                 stopped = True
@@ -172,6 +172,8 @@ class DistillationRun:
                 total += self.distiller.step([(batch.images, batch.labels)], local)
             done = i + 1
         self.timer.flush()
+        if done == 0:  # a budget stopped the run before this round's first phase: no round
+            return None, True
         if batch is None or not self.group.all_true(torch.isfinite(batch.images).all()):
             raise Diverged(f"the generator's images became NaN/inf in round {info.index}")
         self.group.average_([total])
@@ -195,7 +197,8 @@ class DistillationRun:
             return False
         self.timer.flush()
         spent, costs = self._spent(), self.state.costs
-        phase_s, self._phase_mark = spent - self._phase_mark, spent
+        phase_s = spent - costs.phase_mark if spent > costs.phase_mark else costs.phase_s  # (none since a resume)
+        costs.phase_s, costs.phase_mark = phase_s, spent
         costs.kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
         if after_first_phase:
             costs.unit_s = phase_s
@@ -343,7 +346,11 @@ class DistillationRun:
             info = self.schedule.rounds[r]
             kd_before, stopped = self.timer.get("kd"), False
             if self.online:
-                self.bank, stopped = self._online_round(info)
+                shown, stopped = self._online_round(info)
+                if shown is None:
+                    self.state.stopped_at = r
+                    break
+                self.bank = shown
             else:
                 synth_s = self._bank_round(info)
                 stopped = self._round_kd(info)
