@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli_helpers import ok, run_cli
+from cli_helpers import ok, one_line_error, run_cli
 from dfkd_bench.cli.run import print_table
 from dfkd_bench.outputs import RUNS_COLUMNS
 from dfkd_bench.report.footnotes import chance_level, overran
@@ -166,3 +166,11 @@ def test_overran_reads_status_and_seconds() -> None:
     runs = runs_frame([_run("a", "5", 0, "1", 3.0, 2.30), _run("a", "5", 1, "1", 3.0, 2.20),
                        _run("a", "5", 2, "", 1.0, 1.0, status="over_budget"), _run("a", "", 3, "1", 90.0, 9.0)])
     assert list(overran(runs)) == [True, False, True, False]
+
+
+def test_table_keeps_only_the_methods_asked_for(equal_time: Path) -> None:
+    folder = equal_time
+    text = ok(["table", "--results", str(folder), "--cols", "time_budget", "--methods", "dfad"])
+    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert rows and all(line.startswith("| dfad ") for line in rows)
+    one_line_error(["table", "--results", str(folder), "--methods", "dfad,nope"], "nope", "dfad")

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import class_count, cli, warn_deprecated
+from .common import class_count, cli, split_values, warn_deprecated
 
 
 @cli.command("report")
@@ -54,15 +54,16 @@ def report_cmd(results_dir: str | None, old_out: str | None, threshold: float | 
 @click.option("--published", is_flag=True, help="Add published accuracy for the same dataset and teacher/student.")
 @click.option("--threshold", default=None, type=float,
               help="Accuracy (%) for --metric t<threshold>_s (default: the number in the metric's name).")
+@click.option("--methods", default=None, help="Only these methods, e.g. dafl,dfq,zskt,dfad.")
 def table_cmd(out_dir: str, rows: str, cols: str, metric: str, fmt: str, published: bool,
-              threshold: float | None) -> None:
+              threshold: float | None, methods: str | None) -> None:
     """Pivot runs.csv: mean ± std (seeds) of one metric per rows x cols; best of each column in bold."""
     from ..report.pivot import build_pivot, render_csv, render_latex, render_markdown
     from ..report.tables import require_runs_csv
 
     require_runs_csv(out_dir)
     pivot = build_pivot(out_dir, rows=rows, cols=cols, metric=metric, threshold=threshold, published=published,
-                        classes_of=class_count)
+                        classes_of=class_count, methods=split_values(methods, str, "--methods"))
     if fmt == "csv":
         click.echo(render_csv(pivot), nl=False)
         for line in pivot.footnotes:

@@ -119,18 +119,30 @@ def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
     return df
 
 
+def only_methods(runs: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """The runs of `methods` (all when none is given); a name with no runs is refused, naming those there are."""
+    if not methods:
+        return runs
+    present = sorted(runs["method"].astype(str).unique()) if "method" in runs else []
+    missing = [m for m in methods if m not in present]
+    if missing:
+        raise UserError(f"--methods: no runs of {', '.join(missing)}; choose from: {', '.join(present)}")
+    return runs[runs["method"].isin(list(methods))].reset_index(drop=True)
+
+
 def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols: str | Sequence[str] = "ratio",
                 metric: str = "student_acc", threshold: float | None = None, published: bool = False,
-                classes_of: ClassCount | None = None) -> Pivot:
+                classes_of: ClassCount | None = None, methods: Sequence[str] = ()) -> Pivot:
     """Pivot `out_dir/runs.csv` (status ok, non-smoke rows; over_budget ones as `—‡` cells) of `metric` over
-    `rows` x `cols`. `classes_of` gives a dataset's class count for files that did not record `num_classes`."""
+    `rows` x `cols`, of `methods` only when given. `classes_of` gives a dataset's class count for files that
+    did not record `num_classes`."""
     row_keys, col_keys = split_keys(rows, "--rows"), split_keys(cols, "--cols")
     both = [k for k in row_keys if k in col_keys]
     if both:
         raise UserError(f"{', '.join(both)} is in both --rows and --cols")
     column, tta = metric_column(metric, threshold)
 
-    every = read_runs_csv(out_dir, include_smoke=True)
+    every = only_methods(read_runs_csv(out_dir, include_smoke=True), methods)
     unknown = [k for k in row_keys + col_keys if k not in every.columns]
     if unknown:
         raise UserError(f"unknown runs.csv column(s) {', '.join(unknown)}; choose from {', '.join(every.columns)}")
