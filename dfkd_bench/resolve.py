@@ -80,14 +80,14 @@ class ResolvedRun(RunArguments):
         """What defines the run (hashed into run_id)."""
         c = self.config
         return {"method": self.method_cls.name, "dataset": self.spec.name, "teacher": self.teacher,
-                "teacher_checkpoint": c.teacher_checkpoint, "student": self.student, "ratio": c.ratio,
+                "teacher_checkpoint": c.teacher_checkpoint, "student": self.student, "ratio": float(c.ratio),
                 "resolutions": list(self.resolutions), "seed": c.seed, "device": self.device.type,
                 "label_embeddings": c.label_embeddings, "hparams": hparams_dict(self.hparams),
                 **({"teacher_weights": c.teacher_weights} if c.teacher_weights else {}),
                 **({"smoke": True} if c.smoke else {}),
                 **({"protocol": c.protocol} if c.protocol != "equal" else {}),
                 **self._precision(),
-                **({"time_budget": c.time_budget} if c.time_budget else {}),
+                **({"time_budget": float(c.time_budget)} if c.time_budget else {}),
                 **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
     def _precision(self) -> dict[str, str]:

@@ -241,6 +241,9 @@ def test_run_rows_and_ids_record_the_budget(digits_teacher: Any, tmp_path: Path,
     assert ["-b0.3s-s0-" in plans[0].run_id, "-b0.6s-s0-" in plans[1].run_id] == [True, True]
     assert len({p.run_id for p in plans} | {plain.run_id}) == 3
     assert "-b" not in plain.run_id and plain.config.time_budget is None
+    # a number is a number: 1 and 1.0, 5 and 5.0 name the same run from Python, the CLI or a sweep file
+    assert run_api("fast", ratio=1, time_budget=5, dry_run=True)[0].run_id == \
+        run_api("fast", ratio=1.0, time_budget=5.0, dry_run=True)[0].run_id
 
 
 def test_bad_budgets_are_refused_in_one_line(tmp_path: Path) -> None:
