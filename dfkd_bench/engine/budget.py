@@ -6,9 +6,10 @@ method's full iterations). From what it costs, the rounds are sized so that at l
 image. Once rounds of two sizes are measured, a round's cost is fitted as a fixed part plus a part
 per image, and the rounds are re-sized when that says the size is 10% too large or half too small.
 Before each round the run stops if that round plus the final KD (scaled to the images made) would
-overrun, and the final KD is cut to the seconds left. A run that still ends above budget + tolerance
-(max(5% of the budget, one KD step)) is over budget and reports no accuracy; so is one whose smallest
-unit of work (the calibration round; an online method's first generator phase) does not fit.
+overrun; the final KD of a run the budget stopped then fills the seconds left with student steps (it
+is cut to them otherwise), so the run ends within one KD step of its budget. A run that still ends
+above budget + tolerance (max(5% of the budget, one KD step)) is over budget and reports no accuracy;
+so is one whose smallest unit of work (the calibration round; an online method's first generator phase) does not fit.
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ class TimeBudget:
         fitting = math.floor((self.seconds / self.rounds_that_fit - per_round_s) / per_image_s)
         return max(smallest, min(largest, fitting))
 
-    def final_steps(self, planned: int, spent: float, kd_step_s: float) -> int:
-        """The final KD steps that fit in the seconds left (all `planned` while a step's cost is unknown)."""
+    def final_steps(self, planned: int, spent: float, kd_step_s: float, fill: bool = False) -> int:
+        """The final KD steps that fit in the seconds left: at most `planned`, or with `fill` as many as fit
+        (a run the budget stopped spends what is left on its student); `planned` while a step's cost is
+        unknown."""
         if kd_step_s <= 0:
             return planned
-        return max(0, min(planned, math.floor((self.seconds - spent) / kd_step_s)))
+        fitting = math.floor((self.seconds - spent) / kd_step_s)
+        return max(0, fitting if fill else min(planned, fitting))
 
     @staticmethod
     def scaled_final_steps(schedule: Schedule, rounds_done: int) -> int:

@@ -287,10 +287,8 @@ class DistillationRun:
     def _out_of_time(self, rounds_done: int) -> bool:
         """At a round boundary: has the time budget (if any) run out, the next round and the final KD
         included? (Decided alike on every rank: any rank out of time stops them all.)"""
-        if self.time_budget is None or rounds_done == 0:
-            return False
-        if self.state.unit_over_budget:
-            return True
+        if self.time_budget is None or rounds_done == 0 or self.state.unit_over_budget:
+            return self.state.unit_over_budget
         if self.planner is None:
             return self.group.any_true(self._spent() >= self.time_budget.seconds)
         return self.group.any_true(self.planner.stops_before(self.schedule, rounds_done, self._spent(),
@@ -306,26 +304,27 @@ class DistillationRun:
 
     def _final_kd(self) -> int:
         """The final KD phase: the schedule's steps, or for a run its budget stopped, those scaled to the
-        images made; under a budget, cut to the seconds left (the cosine re-laid over what runs).
-        Returns the steps run."""
+        images made. Under a budget they are cut to the seconds left, and a bank run the budget stopped
+        fills those seconds with student steps (the cosine re-laid over what runs). Returns the steps run."""
         if self.state.unit_over_budget:
             return 0
         stopped = self.state.stopped_at is not None
+        filling = stopped and self.planner is not None  # a bank run the budget stopped: fill what is left
         steps = TimeBudget.scaled_final_steps(self.schedule, self.state.stopped_at) if stopped \
             else self.schedule.final_kd_steps
-        if self.time_budget is None or steps == 0:
+        if self.time_budget is None or (steps == 0 and not filling):
             if stopped:
                 self._relay_cosine(steps)
             self._distil(steps)
             return steps
         ran = 0
         if self.state.kd_steps_done == 0:  # a KD step's cost is still unknown: measure one first
-            self._relay_cosine(steps)
+            self._relay_cosine(max(1, steps))
             self._distil(1)
-            ran, steps = 1, steps - 1
+            ran, steps = 1, max(0, steps - 1)
         kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
-        fitting = self._agreed(self.time_budget.final_steps(steps, self._spent(), kd_step_s))
-        if ran == 0 and (stopped or fitting < steps):
+        fitting = self._agreed(self.time_budget.final_steps(steps, self._spent(), kd_step_s, fill=filling))
+        if stopped or fitting != steps:
             self._relay_cosine(fitting)
         self._distil(fitting)
         return ran + fitting
