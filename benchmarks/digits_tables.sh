@@ -48,7 +48,7 @@ PY
     echo "# online methods: the equal image budget (budget=images) against their papers' step counts"
     echo "# (budget=steps, the digits presets' paper_steps; ratio only names those runs), student accuracy (%)"
     echo
-    $DFKD table --results "$OUT" --rows method,budget --cols ratio --methods dafl,dfq,zskt,dfad
+    $DFKD table --results "$OUT" --rows method,resolution,budget --cols ratio --methods dafl,dfq,zskt,dfad
     echo
     echo "# equal time: student accuracy (%) per budget of synthesis + KD seconds (ratio 1.0 as a cap)"
     echo
