@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from dfkd_bench import distributed, runner
+from dfkd_bench import distributed, execute, runner
 from dfkd_bench.distributed import RankMismatch, RunningStatistics, align_shared_modules
 from dfkd_bench.engine import DistillationRun
 
@@ -170,7 +170,7 @@ class RecordingRun(DistillationRun):
 
 
 def _nine_methods(rank: int, tmp_path: Path) -> None:
-    runner.DistillationRun = RecordingRun  # in this forked process only
+    execute.DistillationRun = RecordingRun  # in this forked process only
     rows = runner.run(list(TINY), ratio=RATIO, device="cpu", out=tmp_path / "runs", sets=sets(TINY))
     _write_results(rank, tmp_path, {"rows": [[row["method"], row.get("status"), row.get("error")] for row in rows],
                                     "records": RecordingRun.records})
