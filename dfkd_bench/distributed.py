@@ -113,6 +113,14 @@ class Group:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def main_value(self, value: int) -> int:
+        """A host decision made alike on every rank: rank 0's `value` (one from per-rank measurements)."""
+        if not self.active:
+            return value
+        shared = torch.tensor([value], dtype=torch.int64, device=_collective_device())
+        dist.broadcast(shared, src=0)
+        return int(shared.item())
+
     def gather_objects(self, obj: Any) -> list[Any]:
         """Every rank's `obj` on every rank (pickled), in rank order."""
         if not self.active:

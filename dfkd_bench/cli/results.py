@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError
-from .common import class_count, cli, split_values, warn_deprecated
+from .common import class_count, cli, warn_deprecated
 
 
 @cli.command("report")
@@ -63,7 +63,7 @@ def table_cmd(out_dir: str, rows: str, cols: str, metric: str, fmt: str, publish
 
     require_runs_csv(out_dir)
     pivot = build_pivot(out_dir, rows=rows, cols=cols, metric=metric, threshold=threshold, published=published,
-                        classes_of=class_count, methods=split_values(methods, str, "--methods"))
+                        classes_of=class_count, methods=methods)
     if fmt == "csv":
         click.echo(render_csv(pivot), nl=False)
         for line in pivot.footnotes:

@@ -9,7 +9,8 @@ Before each round the run stops if that round plus the final KD (scaled to the i
 overrun; the final KD of a run the budget stopped then fills the seconds left with student steps (it
 is cut to them otherwise), so the run ends within one KD step of its budget. A run that still ends
 above budget + tolerance (max(5% of the budget, one KD step)) is over budget and reports no accuracy;
-so is one whose smallest unit of work (the calibration round; an online method's first generator phase) does not fit.
+so is one whose smallest unit of work (the calibration round; an online method's first generator
+phase) does not fit.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def relaid(plan: Schedule, kept: list[RoundInfo], size: int, first: int | None =
     size changes. Always laid from the plan, so re-laying again never moves the warm-up's end."""
     schedule, rounds = plan, plan.rounds
     ends = list(itertools.accumulate(r.images for r in rounds))
-    starts = [0, *ends[:-1]]
+    starts = [0, *ends[:-1]]  # ascending: the plan's rounds starting in [a, b) are one bisected slice
     kd_before = [0, *itertools.accumulate(r.kd_steps for r in rounds)]
 
     def kd_until(position: int) -> float:
@@ -125,7 +126,7 @@ def relaid(plan: Schedule, kept: list[RoundInfo], size: int, first: int | None =
         end = min(schedule.images, position + max(1, step))
         origin = source(position)
         steps = 0 if origin.warmup else max(0, round(kd_until(end)) - given)
-        marked = [r for r, s in zip(rounds, starts) if position <= s < end]
+        marked = rounds[bisect.bisect_left(starts, position):bisect.bisect_left(starts, end)]
         infos.append(replace(origin, index=len(infos), images=end - position, kd_steps=steps,
                              epoch=origin.epoch if schedule.lr_per_epoch else len(infos),
                              reset_generator=any(r.reset_generator for r in marked) and position > 0,
@@ -150,10 +151,10 @@ class BudgetPlanner:
         first = min(self.smallest, costs.largest)
         return relaid(schedule, [], costs.largest, first=first) if first < costs.largest else schedule
 
-    def measured(self, costs: RoundCosts, info: RoundInfo, synth_s: float, kd_s: float, kd_steps: int) -> None:
-        """Record the round just run: its synthesis cost, and the KD seconds per step so far."""
+    @staticmethod
+    def measured(costs: RoundCosts, info: RoundInfo, synth_s: float) -> None:
+        """Record the round just run (`costs.kd_step_s` already holds the KD seconds per step so far)."""
         costs.measured(info.images, synth_s)
-        costs.kd_step_s = kd_s / kd_steps if kd_steps else costs.kd_step_s
         if info.index == 0:
             costs.unit_s = synth_s + costs.kd_step_s * info.kd_steps
 

@@ -47,8 +47,7 @@ class DistillationRun:
         bounds = [0, *itertools.accumulate(self.group.shares(len(test_split)))]
         shard = test_split.part(bounds[self.group.rank], bounds[self.group.rank + 1])
         self.test_split = shard.to(ctx.device, RESIDENT_TEST_BYTES)  # this rank's shard (all of it alone)
-        self.schedule = schedule
-        self.total_kd_steps = self.schedule.kd_steps
+        self.schedule = self.plan = schedule  # the plan as resolved; a time budget re-lays the rounds from it
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.on_round = on_round
         self.time_budget = time_budget
@@ -56,7 +55,6 @@ class DistillationRun:
         self.online = self.schedule.source == "online"
         self.planner = BudgetPlanner(time_budget, max(time_budget.calibration_images, self.group.world_size)) \
             if time_budget is not None and not self.online else None
-        self.plan = self.schedule  # as resolved; a time budget re-lays the rounds from it
         self.counts_synthesis = time_budget is None
         if self.online != (method.sample_source == "online"):
             raise ValueError(f"{method.name} samples from its {method.sample_source}, but the schedule is for "
@@ -199,7 +197,7 @@ class DistillationRun:
         spent, costs = self._spent(), self.state.costs
         phase_s = spent - costs.phase_mark if spent > costs.phase_mark else costs.phase_s  # (none since a resume)
         costs.phase_s, costs.phase_mark = phase_s, spent
-        costs.kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
+        costs.kd_step_s = self._kd_step_s()
         if after_first_phase:
             costs.unit_s = phase_s
             self.state.unit_over_budget = self.group.any_true(self.time_budget.overran(spent, costs.kd_step_s))
@@ -234,7 +232,7 @@ class DistillationRun:
             self._distil(steps)
             return False
         self._distil(1)
-        kd_step_s = self.timer.get("kd") / self.state.kd_steps_done
+        kd_step_s = self._kd_step_s()
         final = kd_step_s * TimeBudget.scaled_final_steps(self.schedule, info.index + 1)
         if self.group.any_true(self._spent() + (steps - 1) * kd_step_s + final > self.time_budget.seconds):
             return True
@@ -264,31 +262,29 @@ class DistillationRun:
             return images, labels
         return self.group.all_gather_rows(to_uint8(images), total), self.group.all_gather_rows(labels, total)
 
-    def _budgeted_round_done(self, info: RoundInfo, synth_s: float, kd_s: float) -> None:
+    def _kd_step_s(self) -> float:
+        """KD seconds per student step over the run so far (0 before any)."""
+        return self.timer.get("kd") / max(1, self.state.kd_steps_done)
+
+    def _budgeted_round_done(self, info: RoundInfo, synth_s: float) -> None:
         """A bank round under a budget: record its costs; after the calibration round, stop a run whose
         smallest unit did not fit, and size the rounds to come."""
         costs, planner = self.state.costs, self.planner
-        planner.measured(costs, info, synth_s, kd_s if info.kd_steps else 0.0, info.kd_steps)
-        costs.kd_step_s = self.timer.get("kd") / self.state.kd_steps_done if self.state.kd_steps_done else 0.0
+        costs.kd_step_s = self._kd_step_s()
+        planner.measured(costs, info, synth_s)
         if info.index == 0 and self.group.any_true(self.time_budget.overran(self._spent(), costs.kd_step_s)):
             self.state.unit_over_budget = True
             return
-        size = self._agreed(planner.fitting_size(self.schedule, info.index + 1, costs))
+        size = self.group.main_value(planner.fitting_size(self.schedule, info.index + 1, costs))
         self.schedule = self.state.schedule = planner.resized(self.plan, self.schedule, info.index + 1, size)
-
-    def _agreed(self, value: int) -> int:
-        """Rank 0's `value` on every rank (decisions from measured seconds, which differ per rank)."""
-        if not self.group.active:
-            return value
-        shared = torch.tensor(float(value), device=self.ctx.device)
-        self.group.broadcast_([shared])
-        return round(shared.item())
 
     def _out_of_time(self, rounds_done: int) -> bool:
         """At a round boundary: has the time budget (if any) run out, the next round and the final KD
         included? (Decided alike on every rank: any rank out of time stops them all.)"""
-        if self.time_budget is None or rounds_done == 0 or self.state.unit_over_budget:
-            return self.state.unit_over_budget
+        if self.state.unit_over_budget:
+            return True
+        if self.time_budget is None or rounds_done == 0:
+            return False
         if self.planner is None:
             return self.group.any_true(self._spent() >= self.time_budget.seconds)
         return self.group.any_true(self.planner.stops_before(self.schedule, rounds_done, self._spent(),
@@ -322,8 +318,9 @@ class DistillationRun:
             self._relay_cosine(max(1, steps))
             self._distil(1)
             ran, steps = 1, max(0, steps - 1)
-        kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
-        fitting = self._agreed(self.time_budget.final_steps(steps, self._spent(), kd_step_s, fill=filling))
+        kd_step_s = self._kd_step_s()
+        fitting = self.group.main_value(self.time_budget.final_steps(steps, self._spent(), kd_step_s,
+                                                                     fill=filling))
         if stopped or fitting != steps:
             self._relay_cosine(fitting)
         self._distil(fitting)
@@ -343,7 +340,7 @@ class DistillationRun:
                 self.state.stopped_at = r
                 break
             info = self.schedule.rounds[r]
-            kd_before, stopped = self.timer.get("kd"), False
+            stopped = False
             if self.online:
                 shown, stopped = self._online_round(info)
                 if shown is None:
@@ -354,7 +351,7 @@ class DistillationRun:
                 synth_s = self._bank_round(info)
                 stopped = self._round_kd(info)
                 if self.planner is not None and not stopped:
-                    self._budgeted_round_done(info, synth_s, self.timer.get("kd") - kd_before)
+                    self._budgeted_round_done(info, synth_s)
             align_shared_modules(self.group, self.method.shared_modules(), f"round {r + 1}")
             if self.schedule.steps_lr_after(r):
                 self.scheduler.step()  # the reference's cosine steps once per post-warm-up epoch
@@ -380,7 +377,7 @@ class DistillationRun:
         elif not self.state.curve or self.state.curve[-1].round != rounds_run:
             self._evaluate(rounds_run)
         self.state.seconds = self.timer.seconds
-        kd_step_s = self.timer.get("kd") / max(1, self.state.kd_steps_done)
+        kd_step_s = self._kd_step_s()
         budget = self.time_budget
         over = budget is not None and (self.state.unit_over_budget or budget.overran(self._spent(), kd_step_s))
         made = [r.images for r in self.schedule.rounds[:rounds_run]]

@@ -122,6 +122,18 @@ class Footnotes:
     chance: dict[str, list[tuple[str, pd.DataFrame, float]]] = field(default_factory=dict)
     over_budget: dict[str, list[tuple[str, pd.DataFrame]]] = field(default_factory=dict)
 
+    def mark(self, row: str, where: str, runs: pd.DataFrame, accuracy: float, classes_of: ClassCount | None) -> str:
+        """The mark of cell `where` of row `row` (its `runs`, their mean `accuracy`, NaN for other metrics),
+        its footnote added: ‡ when a run overran its budget, † when the accuracy is near chance, else ""."""
+        if overran(runs).any():  # an equal-time cell holds only if every run kept the budget
+            self.add_over_budget(row, where, runs)
+            return OVER_BUDGET_MARK
+        chance = chance_level(runs, classes_of)
+        if near_chance(accuracy, chance):
+            self.add_chance(row, where, runs, chance)  # type: ignore[arg-type]
+            return CHANCE_MARK
+        return ""
+
     def add_chance(self, row: str, where: str, runs: pd.DataFrame, chance: float) -> None:
         """Cell `where` of table row `row` is within CHANCE_MARGIN points of `chance`; `runs` are its runs."""
         self.chance.setdefault(row, []).append((where, runs, chance))

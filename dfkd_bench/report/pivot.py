@@ -1,9 +1,10 @@
 """Pivot tables of runs.csv: one metric as `mean ± std (n)` cells over any row and column keys (pandas; no torch).
 
-Only non-smoke rows with `status` ok (or over_budget, see below) count; what was left out (and why) is returned with the table. The best
-own-result cell of each column is marked (highest mean accuracy, lowest seconds); published reference numbers
-(`assets/reference/published_results.csv`) can be added as extra rows, for accuracy only. A cell with a run that
-overran its time budget shows `—‡`, never a number; an accuracy near chance is marked `†`; footnotes say why.
+Only non-smoke rows with `status` ok (or over_budget, see below) count; what was left out (and why) is
+returned with the table. The best own-result cell of each column is marked (highest mean accuracy,
+lowest seconds); published reference numbers (`assets/reference/published_results.csv`) can be added
+as extra rows, for accuracy only. A cell with a run that overran its time budget shows `—‡`, never a
+number; an accuracy near chance is marked `†`; footnotes say why.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ import pandas as pd
 
 from ..errors import UserError
 from . import latex
-from .footnotes import (CHANCE_MARK, OVER_BUDGET, OVER_BUDGET_MARK, ClassCount, Footnotes, chance_level,
-                        markdown_lines, near_chance, overran)
-from .tables import add_time_to_accuracy, is_smoke, read_runs_csv
+from .footnotes import OVER_BUDGET, OVER_BUDGET_MARK, ClassCount, Footnotes, markdown_lines
+from .tables import add_time_to_accuracy, chosen_methods, is_smoke, read_runs_csv
 
 PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "assets" / "reference" / "published_results.csv"
 PUBLISHED_KEYS = ("method", "dataset", "teacher", "student")
@@ -119,20 +119,17 @@ def load_published(path: Path = PUBLISHED_CSV) -> pd.DataFrame:
     return df
 
 
-def only_methods(runs: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
-    """The runs of `methods` (all when none is given); a name with no runs is refused, naming those there are."""
-    if not methods:
+def only_methods(runs: pd.DataFrame, methods: str | None) -> pd.DataFrame:
+    """The runs of the comma-separated `methods` (all when None); a name with no runs is refused."""
+    if methods is None:
         return runs
-    present = sorted(runs["method"].astype(str).unique()) if "method" in runs else []
-    missing = [m for m in methods if m not in present]
-    if missing:
-        raise UserError(f"--methods: no runs of {', '.join(missing)}; choose from: {', '.join(present)}")
-    return runs[runs["method"].isin(list(methods))].reset_index(drop=True)
+    wanted = chosen_methods(methods, runs["method"].astype(str) if "method" in runs else [])
+    return runs[runs["method"].isin(wanted)].reset_index(drop=True)
 
 
 def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols: str | Sequence[str] = "ratio",
                 metric: str = "student_acc", threshold: float | None = None, published: bool = False,
-                classes_of: ClassCount | None = None, methods: Sequence[str] = ()) -> Pivot:
+                classes_of: ClassCount | None = None, methods: str | None = None) -> Pivot:
     """Pivot `out_dir/runs.csv` (status ok, non-smoke rows; over_budget ones as `—‡` cells) of `metric` over
     `rows` x `cols`, of `methods` only when given. `classes_of` gives a dataset's class count for files that
     did not record `num_classes`."""
@@ -200,19 +197,13 @@ class _Marker:
     def cell(self, runs: pd.DataFrame | None, row: str, where: str) -> Cell:
         if runs is None:
             return Cell()
-        if overran(runs).any():  # an equal-time cell holds only if every run kept the budget
-            self.footnotes.add_over_budget(row, where, runs)
-            return Cell(mark=OVER_BUDGET_MARK)
         values = runs[self.column].dropna()
-        if values.empty:
-            return Cell()
-        cell = Cell(mean=float(values.mean()), std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                    n=len(values))
-        chance = chance_level(runs, self.classes_of) if self.column in CHANCE_METRICS else None
-        if near_chance(cell.mean, chance):
-            cell.mark = CHANCE_MARK
-            self.footnotes.add_chance(row, where, runs, chance)  # type: ignore[arg-type]
-        return cell
+        mean = float(values.mean()) if not values.empty else float("nan")
+        mark = self.footnotes.mark(row, where, runs, mean if self.column in CHANCE_METRICS else float("nan"),
+                                   self.classes_of)
+        if mark == OVER_BUDGET_MARK or values.empty:
+            return Cell(mark=mark)
+        return Cell(mean=mean, std=float(values.std(ddof=1)) if len(values) > 1 else 0.0, n=len(values), mark=mark)
 
 
 def _budget_rows(df: pd.DataFrame, keys: list[str], left_out: dict[str, int]) -> pd.DataFrame:

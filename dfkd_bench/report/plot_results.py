@@ -11,7 +11,7 @@ import seaborn as sns
 
 from ..errors import UserError
 from .footnotes import overran
-from .tables import read_runs_csv, require_runs_csv
+from .tables import chosen_methods, read_runs_csv, require_runs_csv
 
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -118,11 +118,7 @@ def load_results(folder: str | Path) -> Results:
 
 def select_methods(res: Results, names: str) -> Results:
     """Only the comma-separated methods `names` (colours unchanged); a UserError naming the choices otherwise."""
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    unknown = [n for n in wanted if n not in res.methods]
-    if not wanted or unknown:
-        raise UserError(f"--methods {names!r}: {'unknown method ' + ', '.join(unknown) if unknown else 'no method'}"
-                        f"; choose from {', '.join(res.methods)}")
+    wanted = chosen_methods(names, res.methods)
     return Results(res.folder, res.runs[res.runs["method"].isin(wanted)].reset_index(drop=True),
                    res.over[res.over["method"].isin(wanted)].reset_index(drop=True), res.palette)
 

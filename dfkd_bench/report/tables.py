@@ -10,8 +10,7 @@ import pandas as pd
 
 from ..errors import UserError
 from . import latex
-from .footnotes import (CHANCE_MARK, OVER_BUDGET, OVER_BUDGET_MARK, ClassCount, Footnotes, chance_level,
-                        markdown_lines, near_chance, overran)
+from .footnotes import OVER_BUDGET, ClassCount, Footnotes, markdown_lines, overran
 
 GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "variant", "time_budget"]
 TIME_TO_ACCURACY = re.compile(r"^t\d+(?:\.\d+)?_s$")  # columns added by add_time_to_accuracy, e.g. t95_s
@@ -41,6 +40,17 @@ def is_smoke(df: pd.DataFrame) -> pd.Series:
     if "smoke" not in df:
         return pd.Series(False, index=df.index)
     return df["smoke"].astype(str).str.strip().isin(["1", "1.0", "True", "true"])
+
+
+def chosen_methods(names: str, present: Iterable[str]) -> list[str]:
+    """`--methods`: the comma-separated `names`, each one with runs here; a UserError naming the choices otherwise."""
+    choices = sorted(set(present))
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in choices]
+    if not wanted or unknown:
+        raise UserError(f"--methods {names!r}: {'unknown method ' + ', '.join(unknown) if unknown else 'no method'}"
+                        f"; choose from {', '.join(choices)}")
+    return wanted
 
 
 def require_runs_csv(out_dir: str | Path) -> None:
@@ -102,14 +112,7 @@ def marked_summary(df: pd.DataFrame, classes_of: ClassCount | None = None) -> tu
     for row, part in zip(summary.to_dict("records"), groups):
         where = f"ratio={row['ratio']:g}, resolution={row['resolution']}" + (
             f", time_budget={row['time_budget']}" if row["time_budget"] else "")
-        mark = ""
-        if overran(part).any():
-            notes.add_over_budget(row["method"], where, part)
-            mark = OVER_BUDGET_MARK
-        chance = chance_level(part, classes_of)
-        if near_chance(row["student_acc"], chance):
-            notes.add_chance(row["method"], where, part, chance)  # type: ignore[arg-type]
-            mark = CHANCE_MARK
+        mark = notes.mark(row["method"], where, part, row["student_acc"], classes_of)
         accuracy.append(_two_decimals(row["student_acc"]) + mark)
         spread.append(_two_decimals(row["student_acc_std"]))
     return summary.assign(student_acc=accuracy, student_acc_std=spread), notes.lines()
