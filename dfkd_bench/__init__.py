@@ -13,7 +13,7 @@ except metadata.PackageNotFoundError:  # a source tree that was never installed
     __version__ = "0+unknown"
 
 _PUBLIC = {
-    "MethodHparams": ".config", "RunConfig": ".config",
+    "MethodHparams": ".config", "RunConfig": ".options",
     "Method": ".engine.method", "MethodContext": ".engine.method", "SyntheticBatch": ".engine.method",
     "UserError": ".errors",
     "METHODS": ".plugins", "load_plugin": ".plugins", "register_method": ".plugins",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import RunConfig
+from .options import RunConfig
 from .errors import UserError
 from .outputs import FINISHED, read_runs
 from .plugins import METHODS

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from .config import RunConfig
+from .options import RunConfig
 from .errors import UserError
 from .merge import MergeResult, merge_outputs
 from .outputs import FINISHED, RUNS_COLUMNS, read_runs, write_runs_csv

@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import torch
 
 from . import distributed
-from .config import MethodHparams, RunConfig, hparams_dict, resolve_hparams, stable_hash
+from .config import MethodHparams, hparams_dict, resolve_hparams
+from .options import RunConfig, stable_hash
 from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Method

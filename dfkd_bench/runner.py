@@ -10,7 +10,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from . import distributed
-from .config import RunConfig, parse_set_options
+from .config import parse_set_options
+from .options import RunConfig
 from .data.split import EvalSplit
 from .engine import Normalize
 from .engine.evaluate import accuracy

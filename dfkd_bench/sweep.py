@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, parse_set_options
+from .config import parse_set_options
+from .options import RunConfig
 from .errors import UserError
 
 if sys.version_info >= (3, 11):

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.config import RunConfig
+from dfkd_bench.options import RunConfig
 from dfkd_bench.data import get_dataset
 from dfkd_bench.engine import DistillationRun, GeneratorStep, StudentStep
 from dfkd_bench.errors import UserError

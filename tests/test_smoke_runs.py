@@ -13,7 +13,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from dfkd_bench.config import RunConfig
+from dfkd_bench.options import RunConfig
 from dfkd_bench.data import get_dataset
 from dfkd_bench.data.imagenet_classes import IMAGENETTE_WNIDS
 from dfkd_bench.resolve import resolve

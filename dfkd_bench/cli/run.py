@@ -11,7 +11,7 @@ import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..config import RunConfig
+from ..options import RunConfig
 from ..errors import UserError
 from .common import (INVOCATION, class_count, cli, console, data_options, load_plugins, maybe_download,
                      split_values, without_nproc)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..config import RunConfig
+from ..options import RunConfig
 from ..errors import UserError
 from .common import cli, console, load_plugins, split_values
 from .run import run_configs
