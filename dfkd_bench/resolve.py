@@ -92,11 +92,12 @@ class ResolvedRun(RunArguments):
                 **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
     def _precision(self) -> dict[str, str]:
-        """{"amp": "bf16"|"off"} when the forwards' precision differs from the device's default (CUDA:
-        bf16 autocast; CPU: fp32), so default runs keep their ids."""
+        """{"amp": "bf16"|"off"} when the forwards' precision differs from the device type's reference
+        (CUDA: bf16 autocast; CPU: fp32), so a run's id names the precision it actually used and runs at
+        the reference precision keep their ids whatever `--amp auto` picks."""
         chosen = amp_dtype_for(self.config.amp, self.device) is not None
-        default = amp_dtype_for("auto", self.device) is not None
-        return {} if chosen == default else {"amp": "bf16" if chosen else "off"}
+        reference = self.device.type == "cuda"
+        return {} if chosen == reference else {"amp": "bf16" if chosen else "off"}
 
     @property
     def run_id(self) -> str:
