@@ -10,27 +10,38 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from .options import RunConfig
+from .options import OPTIONS, RunConfig
 from .errors import UserError
 from .outputs import FINISHED, read_runs
 from .plugins import METHODS
 from .resolve import ResolvedRun, resolve_all
 
 
-def expand(methods: Sequence[str], base: RunConfig, ratios: Sequence[float] = (),
-           resolutions: Sequence[int | None] = (None,), seeds: Sequence[int] = (),
+def expand(methods: Sequence[str], base: RunConfig, axes: dict[str, list[Any]] | None = None,
            pairs: Sequence[tuple[str | None, str | None]] = ((None, None),),
-           overrides: dict[str, dict[str, str]] | None = None,
-           time_budgets: Sequence[float | None] = ()) -> list[RunConfig]:
-    """The grid of run configurations (methods x pairs x ratios x resolutions x time budgets x seeds)."""
+           overrides: dict[str, dict[str, str]] | None = None) -> list[RunConfig]:
+    """The grid of run configurations: methods x pairs x the values of each option that sweeps (`axes`,
+    in `RunConfig`'s order: ratios, resolutions, time budgets, seeds). A multi-resolution set makes a run
+    only for the methods that generate at several resolutions, next to their single resolutions."""
+    axes = axes or {}
+    multi_sets = axes.get("multi_resolution", [])
+    if multi_sets and not any(METHODS.get(m).multi_resolution for m in methods):
+        several = [m for m in METHODS.names() if METHODS.get(m).multi_resolution]
+        given = ";".join(",".join(str(r) for r in m) for m in multi_sets)
+        raise UserError(f"--multi-resolution {given}: {', '.join(methods)} generates at one resolution; the "
+                        f"methods that generate at several: {', '.join(several)}")
     configs = []
-    for method, (teacher, student), ratio, res, budget, seed in itertools.product(
-            methods, pairs, ratios or [base.ratio], resolutions, time_budgets or [base.time_budget],
-            seeds or [base.seed]):
-        configs.append(replace(base, method=method, ratio=ratio, seed=seed, time_budget=budget,
-                               resolution=res if res is not None else base.resolution,
-                               teacher=teacher or base.teacher, student=student or base.student,
-                               overrides=dict((overrides or {}).get(method, base.overrides))))
+    for method, (teacher, student) in itertools.product(methods, pairs):
+        generation = [{"resolution": r} for r in axes.get("resolution", [])]
+        if METHODS.get(method).multi_resolution:
+            generation += [{"multi_resolution": m} for m in multi_sets]
+        choices = [generation or [{}] if name == "resolution" else [{name: v} for v in axes.get(name, [])] or [{}]
+                   for name, opt in OPTIONS.items() if opt.sweeps and name != "multi_resolution"]
+        for combination in itertools.product(*choices):
+            chosen = {key: value for part in combination for key, value in part.items()}
+            configs.append(replace(base, method=method, teacher=teacher or base.teacher,
+                                   student=student or base.student,
+                                   overrides=dict((overrides or {}).get(method, base.overrides)), **chosen))
     return configs
 
 
@@ -55,12 +66,6 @@ def check_out_dir(out: str | Path) -> None:
     for part in (path, *path.parents):
         if part.exists() and not part.is_dir():
             raise UserError(f"--out {out}: {part} is a file, not a folder; choose a folder for the results")
-
-
-def as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 @dataclass

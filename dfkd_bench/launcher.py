@@ -281,14 +281,15 @@ def _submit(submitit: Any, out: Path, settings: LauncherSettings, shards: list[t
 
 
 def submit_sweep(spec_path: str | Path, out_dir: str | Path, settings: LauncherSettings,
-                 plugins: Sequence[str] = (), force: bool = False) -> Submission:
-    """Submit a sweep file's grid as a job array of `settings.task_count` shards, one folder per task;
-    shards whose runs are all finished under OUT (unless `force`) are not submitted."""
+                 plugins: Sequence[str] = (), force: bool = False, machine: dict[str, Any] | None = None) -> Submission:
+    """Submit a sweep file's grid (with `sweep`'s `machine` overrides) as a job array of
+    `settings.task_count` shards, one folder per task; shards whose runs are all finished under OUT
+    (unless `force`) are not submitted."""
     from .sweep import load_sweep, shard
 
     submitit = _import_submitit()
     out = Path(out_dir)
-    configs = load_sweep(spec_path)
+    configs = load_sweep(spec_path, machine)
     ids = _run_ids(configs, settings)
     active = _active_jobs(out, submitit)
     if active:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import hparams_dict
+from .engine.method import amp_dtype_for
 from .schedule import Schedule
 
 if TYPE_CHECKING:
@@ -65,13 +66,13 @@ SHIPPED_EMBEDDING_WIDTH = 384  # all-MiniLM-L6-v2, the width of every label-embe
 
 
 def run_plan(resolved: "ResolvedRun") -> dict[str, Any]:
-    """One run's plan: its identity, the student's recipe and loss, the generator's size and the schedule."""
+    """One run's plan: every run option as resolved (the header, generated from `RunConfig`'s schema), the
+    student's recipe and loss, the generator's size and the schedule."""
     hp, config = resolved.run_hparams, resolved.config
     return {
-        "run_id": resolved.run_id, "method": resolved.method_cls.name, "dataset": resolved.spec.name,
-        "teacher": resolved.teacher, "student": resolved.student, "ratio": config.ratio,
-        "resolutions": list(resolved.resolutions), "seed": config.seed, "world_size": resolved.world_size,
-        "time_budget": config.time_budget,
+        "run_id": resolved.run_id, "method": resolved.method_cls.name, **resolved.option_values(),
+        "precision": "bf16" if amp_dtype_for(config.amp, resolved.device) is not None else "fp32",
+        "world_size": resolved.world_size,
         "student_recipe": {"batch": hp.kd_batch, "lr": hp.lr, "lr_min": hp.lr * hp.lr_min_ratio,
                            "momentum": hp.momentum, "weight_decay": hp.weight_decay,
                            "temperature": hp.temperature, "loss": hp.student_loss_label()},

@@ -13,7 +13,7 @@ import torch
 
 from . import distributed
 from .config import MethodHparams, hparams_dict, resolve_hparams
-from .options import RunConfig, stable_hash
+from .options import OPTIONS, RunConfig, hparam_overrides, run_identity, stable_hash
 from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Method
@@ -77,27 +77,32 @@ class ResolvedRun(RunArguments):
     def resolution_label(self) -> str:
         return "+".join(str(r) for r in self.resolutions)
 
-    def identity(self) -> dict[str, Any]:
-        """What defines the run (hashed into run_id)."""
+    def option_values(self) -> dict[str, Any]:
+        """Every run option as the run uses it, keyed as the run id keys it: the dataset, teacher, student,
+        device and generation resolutions resolved, the ratio and time budget as floats."""
         c = self.config
-        return {"method": self.method_cls.name, "dataset": self.spec.name, "teacher": self.teacher,
-                "teacher_checkpoint": c.teacher_checkpoint, "student": self.student, "ratio": float(c.ratio),
-                "resolutions": list(self.resolutions), "seed": c.seed, "device": self.device.type,
-                "label_embeddings": c.label_embeddings, "hparams": hparams_dict(self.hparams),
-                **({"teacher_weights": c.teacher_weights} if c.teacher_weights else {}),
-                **({"smoke": True} if c.smoke else {}),
-                **({"protocol": c.protocol} if c.protocol != "equal" else {}),
-                **self._precision(),
-                **({"time_budget": float(c.time_budget)} if c.time_budget else {}),
+        resolved = {name: getattr(c, name) for name in OPTIONS}
+        resolved.update(dataset=self.spec.name, teacher=self.teacher, student=self.student, ratio=float(c.ratio),
+                        resolution=list(self.resolutions), device=self.device.type,
+                        time_budget=float(c.time_budget) if c.time_budget else None)
+        return {OPTIONS[name].id_key or name: value for name, value in resolved.items()}
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the run (hashed into run_id): the method, the options that name a run, its
+        hyper-parameters and, when data-parallel, its world size."""
+        values = self.option_values()
+        by_name = {name: values[OPTIONS[name].id_key or name] for name in OPTIONS}
+        return {"method": self.method_cls.name, **run_identity({**by_name, "amp": self.precision_label()}),
+                "hparams": hparams_dict(self.hparams),
                 **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
-    def _precision(self) -> dict[str, str]:
-        """{"amp": "bf16"|"off"} when the forwards' precision differs from the device type's reference
-        (CUDA: bf16 autocast; CPU: fp32), so a run's id names the precision it actually used and runs at
-        the reference precision keep their ids whatever `--amp auto` picks."""
+    def precision_label(self) -> str | None:
+        """"bf16" or "off" when the forwards' precision differs from the device type's reference (CUDA:
+        bf16 autocast; CPU: fp32), else None: a run's id names the precision it actually used, and runs
+        at the reference precision keep their ids whatever `--amp auto` picks."""
         chosen = amp_dtype_for(self.config.amp, self.device) is not None
         reference = self.device.type == "cuda"
-        return {} if chosen == reference else {"amp": "bf16" if chosen else "off"}
+        return None if chosen == reference else ("bf16" if chosen else "off")
 
     @property
     def run_id(self) -> str:
@@ -182,7 +187,7 @@ def check_bank_fits(n_synthetic: int, in_chans: int, resolutions: tuple[int, ...
     if estimate > budget:
         raise UserError(f"a bank of {n_synthetic} synthetic images at {max(resolutions)} px needs about "
                         f"{estimate / 2**30:.1f} GiB (uint8) but the memory budget is {budget / 2**30:.1f} "
-                        f"GiB (half the RAM); lower --ratio or the generation resolution (--sweep-resolutions)")
+                        f"GiB (half the RAM); lower --ratio or the generation resolution (--resolution)")
 
 
 def reference_schedule(method_cls: type[Method], spec: DatasetSpec) -> ReferenceSchedule | None:
@@ -223,13 +228,13 @@ def build_schedule(config: RunConfig, method_cls: type[Method], spec: DatasetSpe
 
 def generation_resolutions(config: RunConfig, method_cls: type[Method], spec: DatasetSpec) -> tuple[int, ...]:
     """The run's generation resolution(s), each in range and one the method can make; a refusal names
-    the option that gave it (--multi-resolution or --sweep-resolutions)."""
-    if config.resolutions:
-        resolutions, flag = tuple(int(r) for r in config.resolutions), "--multi-resolution"
+    the option that gave it (--multi-resolution or --resolution)."""
+    if config.multi_resolution:
+        resolutions, flag = tuple(int(r) for r in config.multi_resolution), "--multi-resolution"
     elif config.resolution is not None:
-        resolutions, flag = (int(config.resolution),), "--sweep-resolutions"
+        resolutions, flag = (int(config.resolution),), "--resolution"
     else:
-        resolutions, flag = tuple(method_cls.default_resolutions(spec)), "--sweep-resolutions"
+        resolutions, flag = tuple(method_cls.default_resolutions(spec)), "--resolution"
     for r in resolutions:
         if r < 4 or r > 4 * spec.input_size:
             raise UserError(f"{flag} {r} is out of range for {spec.name} (4 to {4 * spec.input_size})")
@@ -266,7 +271,7 @@ def check_arguments(config: RunConfig, world_size: int = 1) -> RunArguments:
         raise UserError("pass either --teacher-checkpoint FILE or --teacher-weights NAME, not both")
     if config.teacher_weights:
         torchvision_weights(teacher, config.teacher_weights, RUN_ARCH_FLAG)
-    hparams = resolve_hparams(method_cls.Hparams, spec.preset_names, config.overrides, method_cls.name,
+    hparams = resolve_hparams(method_cls.Hparams, spec.preset_names, hparam_overrides(config), method_cls.name,
                               teacher=teacher, smoke=config.smoke, protocol=config.protocol)
     protocol_reference(config, method_cls, spec)
     device = pick_device(config.device)

@@ -11,12 +11,12 @@ import torch
 
 from . import distributed
 from .config import parse_set_options
-from .options import RunConfig
+from .options import RunConfig, from_keywords, keyword_help
 from .data.split import EvalSplit
 from .engine import Normalize
 from .engine.evaluate import accuracy
 from .execute import RoundHook, run_one
-from .grid import as_list, check_out_dir, expand, method_names
+from .grid import check_out_dir, expand, method_names
 from .outputs import FINISHED, read_runs
 from .resolve import ResolvedRun, resolve_all
 from .teachers import SMOKE_TEST_IMAGES, TeacherCard, get_teacher
@@ -76,34 +76,30 @@ def run_many(configs: Sequence[RunConfig], out_dir: str | Path = "results", forc
     return rows
 
 
-def run(methods: Sequence[str] | str, dataset: str = "digits", ratio: float | Sequence[float] = 0.1,
-        seed: int | Sequence[int] = 0, resolution: int | Sequence[int] | None = None,
-        resolutions: Sequence[int] | None = None, teacher: str | None = None, student: str | None = None,
-        pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (), out: str | Path = "results",
-        device: str = "auto", data_root: str | None = None, teacher_checkpoint: str | None = None,
-        teacher_weights: str | None = None, label_embeddings: str | None = None, classes: str | None = None,
-        smoke: bool = False, protocol: str = "equal", amp: str = "auto", compile: bool = False,
-        bank_gpu_gb: float | None = None, auto_batch: bool = False, time_budget: float | Sequence[float] | None = None,
-        dry_run: bool = False, force: bool = False, trackers: Sequence[str] = (), world_size: int | None = None,
-        **callbacks: Any) -> list[Any]:
+def run(methods: Sequence[str] | str, *, pairs: Sequence[tuple[str, str]] = (), sets: Sequence[str] = (),
+        out: str | Path = "results", dry_run: bool = False, force: bool = False, trackers: Sequence[str] = (),
+        world_size: int | None = None, on_round: RoundHook | None = None,
+        on_start: Callable[[ResolvedRun], None] | None = None,
+        on_done: Callable[[ResolvedRun, dict[str, Any], bool], None] | None = None,
+        log: Callable[[str], None] | None = None, **options: Any) -> list[Any]:
     """The Python form of `dfkd-bench run`: every method on the same teacher and budget; returns runs.csv rows.
 
-    Lists sweep (ratios, seeds, resolutions, pairs, time budgets); `sets` are "METHOD.PARAM=VALUE" strings; `callbacks`
-    are passed to `run_many` (on_round, on_start, on_done, log); `trackers` names live loggers
-    (tensorboard, wandb); `world_size` the processes each run is data-parallel over (default:
-    torchrun's). With `dry_run` nothing runs: the resolved runs come back (each with its `schedule`),
-    no teacher, data or device work needed.
+    `options` are the run options (below); a list sweeps where the option does (ratio, seed, resolution,
+    time_budget, multi_resolution as a list of sets). `pairs` sweeps (teacher, student) pairs; `sets` are
+    "METHOD.PARAM=VALUE" strings; `on_round`, `on_start`, `on_done` and `log` are progress hooks;
+    `trackers` names live loggers (tensorboard, wandb); `world_size` the processes each run is
+    data-parallel over (default: torchrun's). With `dry_run` nothing runs: the resolved runs come back
+    (each with its `schedule`), no teacher, data or device work needed.
     """
     names = method_names(methods)
     check_out_dir(out)
-    base = RunConfig(method=names[0], dataset=dataset, teacher=teacher, student=student,
-                     resolutions=tuple(resolutions) if resolutions else None, device=device, data_root=data_root,
-                     teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
-                     label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol, amp=amp,
-                     compile=compile, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch)
-    configs = expand(names, base, ratios=as_list(ratio), resolutions=as_list(resolution) or [None],
-                     seeds=as_list(seed), pairs=list(pairs) or [(None, None)],
-                     overrides=parse_set_options(list(sets), names), time_budgets=as_list(time_budget))
+    chosen = from_keywords(options)
+    configs = expand(names, chosen.base(names[0]), chosen.axes, pairs=list(pairs) or [(None, None)],
+                     overrides=parse_set_options(list(sets), names))
     if dry_run:
         return resolve_all(configs, need_data=False, world_size=world_size)
-    return run_many(configs, out, force=force, trackers=trackers, world_size=world_size, **callbacks)
+    return run_many(configs, out, force=force, trackers=trackers, world_size=world_size, on_round=on_round,
+                    on_start=on_start, on_done=on_done, log=log)
+
+
+run.__doc__ = f"{run.__doc__}\n    Options:\n\n{keyword_help()}"

@@ -5,24 +5,18 @@ grids ship inside the package (`dfkd_bench/configs/`), so `dfkd-bench sweep digi
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .config import parse_set_options
-from .options import RunConfig
+from .options import RunConfig, from_file
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-KEYS = {"dataset", "methods", "ratios", "resolutions", "multi_resolutions", "seeds", "pairs", "set", "device",
-        "data_root", "label_embeddings", "classes", "teacher_weights", "smoke", "protocol", "amp", "bank_gpu_gb", "compile", "auto_batch",
-        "time_budgets", "launcher"}
-
 
 def shipped_grids() -> dict[str, Path]:
     """The sweep files shipped with the package, by name (the file name without .toml)."""
@@ -52,57 +46,28 @@ def describe_grid(path: Path) -> str:
 
 
 def read_spec(path: str | Path) -> dict[str, Any]:
-    """A sweep file's TOML tables, top-level keys checked: shared by the grid and the [launcher] reader."""
+    """A sweep file's TOML tables, not yet checked: shared by the grid and the [launcher] reader."""
     path = sweep_path(path)
     try:
-        spec: dict[str, Any] = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"sweep file {path} is not valid TOML: {exc}") from exc
-    unknown = sorted(set(spec) - KEYS)
-    if unknown:
-        raise UserError(f"sweep file {path}: unknown keys {', '.join(unknown)}; choose from: {', '.join(sorted(KEYS))}")
-    return spec
 
 
-def load_sweep(path: str | Path) -> list[RunConfig]:
-    """Read a sweep file into run configurations (methods x pairs x ratios x resolutions x seeds)."""
+def load_sweep(path: str | Path, machine: dict[str, Any] | None = None) -> list[RunConfig]:
+    """Read a sweep file into run configurations (methods x pairs x each option's list of values); its keys
+    are the run options' (`options.file_keys`). `machine`: the `sweep` command's overrides of where it runs."""
     from .grid import expand
 
-    path = Path(path)
     spec = read_spec(path)
+    where = f"sweep file {sweep_path(path)}"
+    chosen = from_file(spec, where, machine)
     methods = [m.lower() for m in spec.get("methods", [])]
     if not methods:
-        raise UserError(f"sweep file {path} lists no methods")
-    sets = [f"{k}={v}" for k, v in spec.get("set", {}).items()]
-    overrides = parse_set_options(sets, methods)
-    base = RunConfig(method=methods[0], dataset=spec.get("dataset", "digits"), device=spec.get("device", "auto"),
-                     data_root=spec.get("data_root"), label_embeddings=spec.get("label_embeddings"),
-                     classes=spec.get("classes"), teacher_weights=spec.get("teacher_weights"),
-                     smoke=bool(spec.get("smoke", False)), protocol=spec.get("protocol", "equal"),
-                     amp=spec.get("amp", "auto"), bank_gpu_gb=spec.get("bank_gpu_gb"),
-                     compile=bool(spec.get("compile", False)), auto_batch=bool(spec.get("auto_batch", False)))
+        raise UserError(f"{where} lists no methods")
+    overrides = parse_set_options([f"{k}={v}" for k, v in spec.get("set", {}).items()], methods)
     pairs = [tuple(p) for p in spec.get("pairs", [])] or [(None, None)]
-    grid = dict(ratios=spec.get("ratios", [0.1]), seeds=spec.get("seeds", [0]), pairs=pairs, overrides=overrides,
-                time_budgets=_time_budgets(path, spec.get("time_budgets", [])))
-    configs = expand(methods, base, resolutions=spec.get("resolutions", [None]), **grid)
-    for multi in spec.get("multi_resolutions", []):
-        configs += expand([m for m in methods if _is_multi(m)], replace(base, resolutions=tuple(int(r) for r in multi)), **grid)
-    return configs
-
-
-def _time_budgets(path: Path, values: Any) -> list[float]:
-    """The spec's `time_budgets` (seconds, a list): each a positive number, else a one-line error."""
-    if not isinstance(values, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-                                               for v in values):
-        raise UserError(f"sweep file {path}: time_budgets must be a list of positive seconds, e.g. [30, 60], "
-                        f"got {values!r}")
-    return [float(v) for v in values]
-
-
-def _is_multi(method: str) -> bool:
-    from .plugins import METHODS
-
-    return METHODS.get(method).multi_resolution
+    return expand(methods, chosen.base(methods[0]), chosen.axes, pairs=pairs, overrides=overrides)
 
 
 def parse_shard(value: str | None) -> tuple[int, int]:

@@ -1,7 +1,7 @@
 """Every message the command line gives names options by their current spelling.
 
 The options are read from the click commands themselves: an option's first long spelling is current,
-later ones (`--resolution` after `--sweep-resolutions`) and hidden options are old spellings, which a
+later ones and hidden options (`--sweep-resolutions`, generated from `options.DEPRECATED`) are old spellings, which a
 message may name only where it says they are deprecated. Messages are collected twice: from the
 source (string literals of every raise, warning, echo, print and log call) and from bad invocations
 run through click's CliRunner, where each option must also belong to the command that was run (or to
@@ -124,11 +124,11 @@ def test_the_check_catches_an_old_spelling(spellings: Spellings) -> None:
     """The checker itself: the old message of single-resolution methods (read from source as the test
     reads the package), a flag no command has, another command's flag, and the deprecated spellings
     that only a deprecation note may name."""
-    assert "--resolution" in spellings.old and "--sweep-resolutions" in spellings.current["run"]
+    assert {"--sweep-resolutions", "--resolutions"} <= spellings.old and "--resolution" in spellings.current["run"]
     old = ('raise UserError(f"--multi-resolution {x}: {cls.name} generates at one "\n'
-           '                f"resolution; give one with --resolution N")')
+           '                f"resolution; give one with --sweep-resolutions N")')
     [(line, text)] = source_messages(old)
-    assert spellings.problems(text) == [f"--resolution in {text!r}"]
+    assert spellings.problems(text) == [f"--sweep-resolutions in {text!r}"]
     assert spellings.problems("choose --nope from: a, b")
     assert spellings.problems("choose --arch from: tv_resnet18", commands={"run"})
     assert not spellings.problems("choose --arch from: tv_resnet18", commands={"teacher import"})
@@ -162,8 +162,8 @@ INVOCATIONS = {
     "unknown weight set": [*RUN, "--teacher", "tv_resnet18", "--teacher-weights", "NOPE"],
     "checkpoint and weights": [*RUN, "--teacher-checkpoint", "{slim}", "--teacher-weights", "IMAGENET1K_V1"],
     "checkpoint of another arch": [*RUN, "--teacher-checkpoint", "{slim}"],
-    "resolution out of range": [*RUN, "--sweep-resolutions", "2"],
-    "resolution not a multiple of 4": [*RUN, "--sweep-resolutions", "18"],
+    "resolution out of range": [*RUN, "--resolution", "2"],
+    "resolution not a multiple of 4": [*RUN, "--resolution", "18"],
     "several resolutions for fast": [*RUN, "--multi-resolution", "16,32"],
     "bank too large": [*RUN, "--methods", "deepinversion", "--ratio", "1e9"],
     "malformed set": [*RUN, "--set", "fast.g_steps"],

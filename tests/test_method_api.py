@@ -118,10 +118,10 @@ def test_capabilities_are_declared_on_method_with_defaults() -> None:
 
 @pytest.mark.parametrize("args, pieces", [
     (["--methods", "fast", "--resolution", "18"], ["generation resolution 18", "fast", "multiples of 4"]),
-    (["--methods", "nayer", "--sweep-resolutions", "30"], ["generation resolution 30", "nayer"]),
-    (["--methods", "dfad", "--resolution", "0"], ["--sweep-resolutions 0", "out of range"]),
+    (["--methods", "nayer", "--resolution", "30"], ["generation resolution 30", "nayer"]),
+    (["--methods", "dfad", "--resolution", "0"], ["--resolution 0", "out of range"]),
     (["--methods", "muse", "--multi-resolution", "0,16"], ["--multi-resolution 0", "out of range"]),
-    (["--methods", "deepinversion", "--resolutions", "16,32"], ["--multi-resolution 16,32", "one resolution"]),
+    (["--methods", "deepinversion", "--multi-resolution", "16,32"], ["--multi-resolution 16,32", "one resolution"]),
     (["--methods", "cmi", "--multi-resolution", "16,32"], ["cmi", "one resolution"]),
 ])
 def test_capability_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[str], pieces: list[str]) -> None:

@@ -17,7 +17,7 @@ from dfkd_bench.engine import DistillationRun, GeneratorStep, StudentStep
 from dfkd_bench.errors import UserError
 from dfkd_bench.methods.muse import Muse, class_activation_map
 from dfkd_bench.methods.nayer import Nayer, NoisyLabelGenerator
-from dfkd_bench.models.hooks import FeatureTap
+from dfkd_bench.models.hooks import CONV_MAP, PENULTIMATE, ForwardRecorder
 from dfkd_bench.resolve import resolve
 from dfkd_bench.runner import run_many
 from dfkd_bench.schedule import RoundInfo
@@ -40,17 +40,14 @@ class TinyConvNet(nn.Module):
 
 @pytest.mark.parametrize("size", [4, 10])
 def test_cam_matches_hand_computation(size: int) -> None:
-    from dfkd_bench.models.hooks import FeatureTap
-
     torch.manual_seed(0)
     model = TinyConvNet().eval()
-    tap = FeatureTap(model)
-    tap.enabled = True
+    tap = ForwardRecorder(model, {"conv_map": CONV_MAP}, active=True)
     x = torch.randn(2, 3, 8, 8)
     labels = torch.tensor([1, 3])
     model(x)
     conv = model.feature_layer(x)
-    assert torch.equal(tap.conv_map, conv)
+    assert torch.equal(tap.latest("conv_map"), conv)
     w = model.classifier.weight
     expected = []
     for i, y in enumerate(labels.tolist()):
@@ -63,7 +60,7 @@ def test_cam_matches_hand_computation(size: int) -> None:
     expected = torch.stack(expected).unsqueeze(1)
     if size != conv.shape[-1]:
         expected = F.interpolate(expected, size=(size, size), mode="bilinear", align_corners=False)
-    got = class_activation_map(tap.conv_map, w, labels, size)
+    got = class_activation_map(tap.latest("conv_map"), w, labels, size)
     assert got.shape == (2, 1, size, size)
     assert not got.requires_grad
     torch.testing.assert_close(got, expected.detach())
@@ -227,16 +224,17 @@ def test_muse_student_loss_ed_switch() -> None:
         assert method.needs_student_features == bool(ed)  # the engine then records the features
         x = torch.rand(8, 3, 32, 32)
         labels = torch.arange(8)
-        tap = FeatureTap(method.ctx.student)  # what the engine's Distiller taps when needs_student_features
+        # what the engine's Distiller records when needs_student_features
+        tap = ForwardRecorder(method.ctx.student, {"penultimate": PENULTIMATE})
         with tap.capture():
             s_logits = method.ctx.student(x)
-        tap.remove()
+        tap.close()
         t_logits = method.ctx.teacher(x)
-        features = tap.penultimate if method.needs_student_features else None
+        features = tap.latest("penultimate") if method.needs_student_features else None
         terms = method.student_loss(StudentStep(x, labels, s_logits, t_logits, features))
         assert set(terms) == ({"kd", "ed"} if ed else {"kd"})
         if ed:
-            feats = tap.penultimate
+            feats = tap.latest("penultimate")
             cos = F.cosine_similarity(method.projection(feats), method.embeddings[labels], dim=1)
             torch.testing.assert_close(terms["ed"], (1 - cos).mean())
             terms["ed"].backward()
@@ -253,9 +251,9 @@ def test_muse_bad_switch_values() -> None:
 def test_muse_default_resolution_is_half() -> None:
     resolved = resolve(RunConfig(method="muse", dataset="digits"))
     assert resolved.resolutions == (16,)
-    assert resolve(RunConfig(method="muse", dataset="digits", resolutions=(16, 32))).resolutions == (16, 32)
+    assert resolve(RunConfig(method="muse", dataset="digits", multi_resolution=(16, 32))).resolutions == (16, 32)
     with pytest.raises(UserError):
-        resolve(RunConfig(method="nayer", dataset="digits", resolutions=(16, 32)))
+        resolve(RunConfig(method="nayer", dataset="digits", multi_resolution=(16, 32)))
 
 
 # --- resolutions seen by teacher, student and bank -------------------------------------------------------
@@ -329,7 +327,7 @@ def test_end_to_end_tiny_run(method: str, tmp_path: Path, digits_teacher: Any) -
 
 @pytest.mark.parametrize("feed", ["upsample", "native"])  # native: one BN-momentum buffer per resolution
 def test_muse_resume_matches_uninterrupted_run(tmp_path: Path, digits_teacher: Any, feed: str) -> None:
-    config = RunConfig(method="muse", ratio=0.05, overrides={**TINY, "feed": feed}, resolutions=(16, 32))
+    config = RunConfig(method="muse", ratio=0.05, overrides={**TINY, "feed": feed}, multi_resolution=(16, 32))
     whole = run_many([config], out_dir=tmp_path / "whole")[0]
 
     def interrupt(resolved: Any, r: int, n: int, state: Any) -> None:

@@ -71,7 +71,7 @@ def test_the_root_warns_once_per_command(aliased_root: Path, tmp_path: Path) -> 
      ["does not fit tv_resnet34", "pass the --teacher it was trained as"]),
     (["--label-embeddings", "{tmp}/none.npz"], ["--label-embeddings", "does not exist"]),
     (["--protocol", "paper", "--methods", "dfad"], ["--protocol paper: dfad has no reference schedule for imagenette"]),
-    (["--sweep-resolutions", "18"], ["generation resolution 18", "multiples of 4"]),
+    (["--resolution", "18"], ["generation resolution 18", "multiples of 4"]),
 ])
 def test_run_refuses_arguments_before_reading_the_data(aliased_root: Path, tv_resnet18_checkpoint: Path,
                                                        tmp_path: Path, extra: list[str], pieces: list[str]) -> None:

@@ -49,16 +49,6 @@ def class_count(dataset: str) -> int | None:
         return None
 
 
-def data_options(command: Any) -> Any:
-    """--data-root, --classes and --download, shared by every command that reads a dataset."""
-    command = click.option("--download", is_flag=True,
-                           help="Fetch CIFAR with torchvision's downloader first (needs a network).")(command)
-    command = click.option("--classes", default=None, type=click.Path(),
-                           help="File of ImageNet wnids (one a line): use that class subset.")(command)
-    return click.option("--data-root", default=None,
-                        help="Folder with the dataset's files (default $DFKD_BENCH_DATA; digits needs none).")(command)
-
-
 def maybe_download(dataset: str, data_root: str | None, download: bool) -> None:
     if not download:
         return

@@ -13,8 +13,8 @@ from rich.table import Table
 
 from ..options import RunConfig
 from ..errors import UserError
-from .common import (INVOCATION, class_count, cli, console, data_options, load_plugins, maybe_download,
-                     split_values, without_nproc)
+from .common import INVOCATION, class_count, cli, console, load_plugins, maybe_download, split_values, without_nproc
+from .options import chosen_options, option_flags
 
 
 class RunPrinter:
@@ -95,39 +95,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 @cli.command("run")
 @click.option("--methods", "methods", required=True, help="Comma-separated methods, e.g. muse,nayer.")
-@click.option("--dataset", default="digits", show_default=True)
-@click.option("--ratio", default="0.1", show_default=True, help="Synthetic images / real train size; a list sweeps.")
-@click.option("--teacher", default=None, help="Teacher architecture (default: the dataset's).")
-@click.option("--student", default=None, help="Student architecture (default: the dataset's).")
+@option_flags()
 @click.option("--pair", "pairs", multiple=True, help="TEACHER:STUDENT pair to sweep (repeatable).")
-@click.option("--teacher-checkpoint", default=None, help="Teacher weights to use instead of the cache.")
-@click.option("--sweep-resolutions", "--resolution", "resolution", default=None,
-              help="Generation resolution N; a list makes one run per resolution (old spelling: --resolution).")
-@click.option("--multi-resolution", "--resolutions", "resolutions", default=None,
-              help="ONE run generating at several resolutions, e.g. 16,32 (MUSE; old spelling: --resolutions).")
-@click.option("--seed", default="0", show_default=True, help="Seed (a list sweeps).")
-@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-@data_options
-@click.option("--teacher-weights", default=None, help="torchvision weight set for a tv_* teacher, e.g. IMAGENET1K_V1.")
-@click.option("--label-embeddings", default=None, help="Label-embedding file (.npz) instead of the shipped one.")
+@click.option("--download", is_flag=True, help="Fetch CIFAR with torchvision's downloader first (needs a network).")
 @click.option("--set", "sets", multiple=True, help="METHOD.PARAM=VALUE hyper-parameter override (repeatable).")
 @click.option("--plugin", "plugins", multiple=True, type=click.Path(), help="Python file that registers methods.")
-@click.option("--smoke", is_flag=True, help="A handful of steps per phase on a tiny budget: check a setup end to end.")
-@click.option("--protocol", default="equal", show_default=True, type=click.Choice(["equal", "paper"]),
-              help="equal: same student steps per image for every method; paper: each reference's own schedule.")
-@click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "off"]),
-              help="bf16 autocast of the forwards: auto (on CUDA only), bf16 (on the CPU too), off (fp32, as the "
-                   "reference code runs).")
-@click.option("--compile", "compile_models", is_flag=True,
-              help="torch.compile teacher, student and generator (eager, with a one-line note, where it fails).")
-@click.option("--bank-gpu-gb", default=None, type=float,
-              help="GiB the uint8 bank may take on the GPU; past it the bank moves to host memory "
-                   "(default: half the GPU).")
-@click.option("--auto-batch", is_flag=True,
-              help="After running out of memory, retry at half the batch sizes (same images seen), down to a floor.")
-@click.option("--time-budget", default=None,
-              help="Seconds of synthesis + KD per run (a list sweeps); --ratio then caps the images.")
+@click.option("--out", "out_dir", default="results", show_default=True, type=click.Path())
 @click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
               help="Processes to run each run data-parallel over (torchrun; one GPU each, or gloo on the CPU).")
 @click.option("--log", "trackers", default=None,
@@ -137,14 +110,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               help="With --dry-run: json prints each run's whole plan (schedule, student recipe, generator size).")
 @click.option("--force", is_flag=True, help="Redo runs that are already finished.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student: str | None,
-            pairs: tuple[str, ...], teacher_checkpoint: str | None, resolution: str | None,
-            resolutions: str | None, seed: str, out_dir: str, device: str, data_root: str | None,
-            classes: str | None, download: bool, teacher_weights: str | None, label_embeddings: str | None,
-            sets: tuple[str, ...], plugins: tuple[str, ...], smoke: bool, protocol: str, amp: str,
-            compile_models: bool, bank_gpu_gb: float | None, auto_batch: bool,
-            time_budget: str | None, nproc: int, trackers: str | None, dry_run: bool, output_format: str,
-            force: bool, quiet: bool) -> None:
+def run_cmd(methods: str, pairs: tuple[str, ...], download: bool, sets: tuple[str, ...], plugins: tuple[str, ...],
+            out_dir: str, nproc: int, trackers: str | None, dry_run: bool, output_format: str, force: bool,
+            quiet: bool, **flags: Any) -> None:
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from .. import distributed
     from ..resolve import bank_bytes
@@ -158,8 +126,9 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
     quiet = quiet or not distributed.current_rank_is_main()
 
     load_plugins(plugins)
-    maybe_download(dataset, data_root, download)
-    if smoke and not quiet:
+    chosen = chosen_options(flags)
+    maybe_download(chosen.values.get("dataset", "digits"), chosen.values.get("data_root"), download)
+    if chosen.values.get("smoke") and not quiet:
         console.print("smoke run: a handful of steps per phase on a tiny budget; its rows are marked smoke=1 "
                       "and left out of reports")
     pair_list: list[tuple[str, str]] = []
@@ -171,16 +140,9 @@ def run_cmd(methods: str, dataset: str, ratio: str, teacher: str | None, student
     dry_run = dry_run or validating_group  # validate as each rank will, before starting any process
     printer = RunPrinter(quiet or launching)
     with printer:
-        rows = run(methods, dataset=dataset, ratio=split_values(ratio, float, "--ratio"),
-                   seed=split_values(seed, int, "--seed"), resolution=split_values(resolution, int, "--sweep-resolutions"),
-                   resolutions=split_values(resolutions, int, "--multi-resolution"), teacher=teacher, student=student,
-                   pairs=pair_list, sets=sets, out=out_dir, device=device, data_root=data_root,
-                   teacher_checkpoint=teacher_checkpoint, teacher_weights=teacher_weights,
-                   label_embeddings=label_embeddings, classes=classes, smoke=smoke, protocol=protocol,
-                   amp=amp, compile=compile_models, bank_gpu_gb=bank_gpu_gb, auto_batch=auto_batch,
-                   time_budget=split_values(time_budget, float, "--time-budget"), dry_run=dry_run, force=force,
+        rows = run(methods, pairs=pair_list, sets=sets, out=out_dir, dry_run=dry_run, force=force,
                    trackers=split_values(trackers, str, "--log"), world_size=nproc if validating_group else None,
-                   **printer.callbacks())
+                   **printer.callbacks(), **chosen.values, **chosen.axes)
     if launching:
         sys.exit(distributed.launch(nproc, without_nproc(INVOCATION)))
     distributed.shutdown()

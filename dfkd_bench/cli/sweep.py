@@ -10,6 +10,7 @@ import click
 from ..options import RunConfig
 from ..errors import UserError
 from .common import cli, console, load_plugins, split_values
+from .options import MACHINE, machine_values, option_flags
 from .run import run_configs
 
 
@@ -25,23 +26,25 @@ from .run import run_configs
               help="local: run here; submitit: a SLURM job array, one shard per task (the spec's [launcher] table).")
 @click.option("--wait", is_flag=True, help="With --launcher submitit: wait for every task, then merge into --out.")
 @click.option("--log", "trackers", default=None, help="Live tracking of each run here: tensorboard and/or wandb.")
+@option_flags(MACHINE)
 def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
-              force: bool, quiet: bool, launcher: str, wait: bool, trackers: str | None) -> None:
+              force: bool, quiet: bool, launcher: str, wait: bool, trackers: str | None, **flags: Any) -> None:
     """Run the grid of a TOML sweep file, or of a shipped grid by name (`dfkd-bench sweeps`); finished runs
-    are skipped."""
+    are skipped. The machine flags (--device, --data-root, --amp, ...) override the file's."""
     from ..sweep import load_sweep, parse_shard
     from ..sweep import shard as take_shard
 
     load_plugins(plugins)
+    machine = machine_values(flags)
     if launcher == "submitit" and trackers:
         raise UserError("--log goes with --launcher local (or with `sweep --shard i/n` inside your own job script)")
     if launcher == "submitit":
-        _sweep_submitit(sweep_file, out_dir, shard, plugins, dry_run, force, wait)
+        _sweep_submitit(sweep_file, out_dir, shard, plugins, dry_run, force, wait, machine)
         return
     if wait:
         raise UserError("--wait goes with --launcher submitit; a --launcher local sweep always runs to the end")
     index, count = parse_shard(shard)
-    configs = take_shard(load_sweep(sweep_file), index, count)
+    configs = take_shard(load_sweep(sweep_file, machine), index, count)
     if dry_run:
         print_plan(configs, out_dir)
         return
@@ -49,7 +52,7 @@ def sweep_cmd(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[s
 
 
 def _sweep_submitit(sweep_file: str, out_dir: str, shard: str | None, plugins: tuple[str, ...], dry_run: bool,
-                    force: bool, wait: bool) -> None:
+                    force: bool, wait: bool, machine: dict[str, Any]) -> None:
     """`sweep --launcher submitit`: submit the grid as a job array and say how to merge it, or wait and merge."""
     from ..launcher import load_launcher, submit_sweep
     from ..sweep import load_sweep
@@ -59,7 +62,7 @@ def _sweep_submitit(sweep_file: str, out_dir: str, shard: str | None, plugins: t
                         "(set how many with [launcher] tasks)")
     settings = load_launcher(sweep_file)
     if dry_run:
-        configs = load_sweep(sweep_file)
+        configs = load_sweep(sweep_file, machine)
         print_plan(configs, out_dir)
         console.print(settings.describe(len(configs)), markup=False)
         return
@@ -68,7 +71,7 @@ def _sweep_submitit(sweep_file: str, out_dir: str, shard: str | None, plugins: t
         raise UserError("--force with --launcher submitit needs --wait, so that the merge replaces --out's "
                         "older results")
     root_plugins = click.get_current_context().find_root().params.get("plugins", ())
-    submission = submit_sweep(sweep_file, out_dir, settings, (*root_plugins, *plugins), force)
+    submission = submit_sweep(sweep_file, out_dir, settings, (*root_plugins, *plugins), force, machine)
     for line in submission.lines():
         console.print(line, markup=False)
     if wait:

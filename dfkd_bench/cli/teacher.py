@@ -10,7 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import UserError
 from ..models import MODELS
-from .common import cli, console, data_options, maybe_download
+from .common import cli, console, maybe_download
+from .options import data_options
 
 
 @cli.group("teacher")

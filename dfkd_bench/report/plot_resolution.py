@@ -24,7 +24,7 @@ def resolution_figure(res: Results) -> Figure:
     methods = sorted(counts[counts >= 2].index)
     if not methods:
         raise NoData(f"no method was run at two or more single resolutions in {res.folder / 'runs.csv'}; "
-                     f"`plot resolution` compares e.g. `dfkd-bench run --sweep-resolutions 16,32`")
+                     f"`plot resolution` compares e.g. `dfkd-bench run --resolution 16,32`")
     stats = config_stats(runs[runs["method"].isin(methods)], ["method", "resolution", "ratio"])
     fig, sub = framed_figure(PLOTS_WIDTH_IN, ROW_HEIGHT_IN * len(methods) + 1.0)
     axes = sub.subplots(len(methods), 2, squeeze=False)
