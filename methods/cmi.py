@@ -4,17 +4,16 @@ and a contrastive term that pushes each new image away from the others and from 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from dfkd_bench.api import (BestIterate, GeneratorStep, GradientGroups, LatentGeneratorMethod, LatentHparams,
-                            MethodContext, ParameterGroups, ReferenceSchedule, RoundInfo, UserError,
-                            register_method)
+from dfkd_bench.api import (BestIterate, ForwardRecorder, GeneratorStep, GradientGroups, LatentGeneratorMethod,
+                            LatentHparams, MethodContext, ParameterGroups, ReferenceSchedule, RoundInfo, UserError,
+                            batchnorm_names, register_method)
 
 CR_FEATURES = ("mean", "mean_var")
 CR_LAYERS = ("auto", "bn", "stages")
@@ -121,60 +120,42 @@ class CmiHparams(LatentHparams):
     }
 
 
-def feature_modules(model: nn.Module, choice: str) -> list[nn.Module]:
-    """The modules whose inputs make CMI's feature: every BatchNorm2d ("bn"), or a ResNet's layer1-4
-    ("stages", the reference's choice for its ResNet-34 teacher); "auto": stages when the model has them."""
+def feature_modules(model: nn.Module, choice: str) -> list[str]:
+    """The names of the modules whose inputs make CMI's feature: every BatchNorm2d ("bn"), or a ResNet's
+    layer1-4 ("stages", the reference's choice for its ResNet-34 teacher); "auto": stages when the model has them."""
     has_stages = all(isinstance(getattr(model, name, None), nn.Module) for name in STAGES)
     if choice == "stages" and not has_stages:
         raise UserError("cmi.cr_layers=stages: the teacher has no layer1-4; use bn or auto")
     if choice == "stages" or (choice == "auto" and has_stages):
-        return [getattr(model, name) for name in STAGES]
-    return [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        return list(STAGES)
+    return batchnorm_names(model)
 
 
-class InstanceStatistics:
-    """Per-sample channel mean (with `with_var`, also variance) of the input of each of `modules` on the
-    latest forward inside `capture()`; `features()` concatenates them in the order of `modules` (a
-    module called twice keeps its last call, as the reference's hook does)."""
+def instance_mean(inputs: tuple[Any, ...], output: Any) -> torch.Tensor:
+    """(N, C): the per-sample channel mean of a call's input (the reference's InstanceMeanHook)."""
+    return inputs[0].float().mean(dim=(2, 3))
 
-    def __init__(self, modules: Sequence[nn.Module], with_var: bool = False) -> None:
-        self.modules = list(modules)
-        self.with_var = with_var
-        self.enabled = False
-        self._latest: dict[nn.Module, torch.Tensor] = {}
-        self._handles = [module.register_forward_hook(self._hook) for module in self.modules]
 
-    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        if not self.enabled:
-            return
-        x = inputs[0].float()
-        if self.with_var:
-            var, mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
-            self._latest[module] = torch.cat([mean, var], dim=1)
-        else:
-            self._latest[module] = x.mean(dim=(2, 3))
+def instance_mean_var(inputs: tuple[Any, ...], output: Any) -> torch.Tensor:
+    """(N, 2C): the per-sample channel mean, then variance (biased), of a call's input."""
+    var, mean = torch.var_mean(inputs[0].float(), dim=(2, 3), unbiased=False)
+    return torch.cat([mean, var], dim=1)
 
-    @contextmanager
-    def capture(self) -> Iterator["InstanceStatistics"]:
-        """Record the forwards inside the block (earlier records are dropped)."""
-        self._latest = {}
-        self.enabled = True
-        try:
-            yield self
-        finally:
-            self.enabled = False
 
-    def features(self) -> torch.Tensor:
-        """(N, D): the recorded statistics of every module, concatenated."""
-        missing = [i for i, module in enumerate(self.modules) if module not in self._latest]
-        if missing or not self.modules:
-            raise RuntimeError(f"cmi: feature modules {missing or 'none'} recorded no input in this forward")
-        return torch.cat([self._latest[module] for module in self.modules], dim=1)
+def instance_statistics(model: nn.Module, names: Sequence[str], with_var: bool = False) -> ForwardRecorder:
+    """A recorder of the per-sample input statistics of the named modules (a module called twice in a
+    forward keeps its last call, as the reference's hook does); `instance_features` reads it."""
+    return ForwardRecorder(model, names, extract=instance_mean_var if with_var else instance_mean)
 
-    def remove(self) -> None:
-        """Detach the hooks from the model."""
-        for handle in self._handles:
-            handle.remove()
+
+def instance_features(recorder: ForwardRecorder) -> torch.Tensor:
+    """(N, D): the statistics the recorder's modules recorded in the latest forward, concatenated in
+    the order the modules were named."""
+    latest = recorder.last()
+    missing = [i for i, name in enumerate(recorder.modules) if name not in latest]
+    if missing or not recorder.modules:
+        raise RuntimeError(f"cmi: feature modules {missing or 'none'} recorded no input in this forward")
+    return torch.cat([latest[name] for name in recorder.modules], dim=1)
 
 
 class FeatureBank:
@@ -256,8 +237,8 @@ class Cmi(LatentGeneratorMethod):
 
     def __init__(self, ctx: MethodContext, hparams: CmiHparams) -> None:
         super().__init__(ctx, hparams)
-        modules = feature_modules(ctx.teacher, hparams.cr_layers)
-        self.instance_stats = self.keep_hook(InstanceStatistics(modules, hparams.cr_feature == "mean_var"))
+        names = feature_modules(ctx.teacher, hparams.cr_layers)
+        self.instance_stats = self.keep_hook(instance_statistics(ctx.teacher, names, hparams.cr_feature == "mean_var"))
         dim = self.feature_dim()
         self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, hparams.head_dim)).to(ctx.device)
         self.head_optimizer = torch.optim.Adam(self.head.parameters(), lr=hparams.lr_head)
@@ -271,7 +252,7 @@ class Cmi(LatentGeneratorMethod):
         ctx, r = self.ctx, self.ctx.resolution
         with self.instance_stats.capture(), ctx.autocast():
             ctx.teacher(self.model_input(torch.zeros(1, ctx.spec.in_chans, r, r, device=ctx.device)))
-            return self.instance_stats.features().shape[1]
+            return instance_features(self.instance_stats).shape[1]
 
     @torch.no_grad()
     def reinitialise_generator(self) -> None:
@@ -331,7 +312,7 @@ class Cmi(LatentGeneratorMethod):
             return super().generator_terms(step)
         with self.instance_stats.capture():
             self.teacher_pass(step)
-            global_features = self.instance_stats.features()
+            global_features = instance_features(self.instance_stats)
         terms = super().generator_terms(step)
         local_features = self._local_features(step)
         self._step_features = torch.cat([local_features, global_features], dim=1).detach()
@@ -347,7 +328,7 @@ class Cmi(LatentGeneratorMethod):
         ctx = self.ctx
         with self.instance_stats.capture(), ctx.autocast():
             ctx.teacher(self.model_input(self.local_view(step.images)))
-            return self.instance_stats.features()
+            return instance_features(self.instance_stats)
 
     def _contrastive_term(self, local: torch.Tensor, global_: torch.Tensor) -> torch.Tensor:
         """InfoNCE over the new images and n_neg bank pairs, both views embedded by the head."""

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from dfkd_bench.api import (FeatureTap, GeneratorStep, MethodContext, OnlineLatentGeneratorMethod,
+from dfkd_bench.api import (PENULTIMATE, ForwardRecorder, GeneratorStep, MethodContext, OnlineLatentGeneratorMethod,
                             OnlineLatentHparams, ReferenceSchedule, UserError, datafree_schedules,
                             negative_batch_entropy, pseudo_label_ce, register_method)
 
@@ -89,15 +89,15 @@ class Dafl(OnlineLatentGeneratorMethod):
     features large (activation loss) and its batch-mean prediction uniform (information entropy);
     the student distils on fresh generator batches (the engine's online loop).
 
-    The teacher's penultimate features come from a `FeatureTap` on the teacher, recording only
-    during the generator's teacher forward."""
+    The teacher's penultimate features come from a `ForwardRecorder` on the teacher's classifier
+    input, recording only during the generator's teacher forward."""
 
     Hparams = DaflHparams
     hp: DaflHparams
 
     def __init__(self, ctx: MethodContext, hparams: DaflHparams) -> None:
         super().__init__(ctx, hparams)
-        self.teacher_tap = self.keep_hook(FeatureTap(ctx.teacher))
+        self.teacher_tap = self.keep_hook(ForwardRecorder(ctx.teacher, {"penultimate": PENULTIMATE}))
 
     def generator_terms(self, step: GeneratorStep) -> dict[str, torch.Tensor]:
         """The base's bn/adv terms, oh on the teacher's own argmax, plus act and ie."""
@@ -108,7 +108,7 @@ class Dafl(OnlineLatentGeneratorMethod):
         if hp.oh > 0:
             terms["oh"] = hp.oh * pseudo_label_ce(logits)
         if hp.act > 0:
-            terms["act"] = -hp.act * tap.penultimate.float().abs().mean()
+            terms["act"] = -hp.act * tap.latest("penultimate").float().abs().mean()
         if hp.ie > 0:
             terms["ie"] = hp.ie * negative_batch_entropy(logits)
         return terms

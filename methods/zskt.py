@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn as nn
 
-from dfkd_bench.api import (GeneratorStep, GradientGroups, MethodContext, OnlineLatentGeneratorMethod,
+from dfkd_bench.api import (ForwardRecorder, GeneratorStep, GradientGroups, MethodContext, OnlineLatentGeneratorMethod,
                             OnlineLatentHparams, ParameterGroups, ReferenceSchedule, RoundInfo, StudentStep,
                             UserError, datafree_schedules, kd_loss, register_method)
 
@@ -41,33 +41,27 @@ def has_conv(module: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in module.modules())
 
 
-class BlockOutputs:
-    """Forward hooks keeping, per forward, the last output of each spatial size among a model's
-    conv-holding modules: the output of each resolution's last block (a stage's end).
+def spatial_map(inputs: tuple[Any, ...], output: Any) -> torch.Tensor | None:
+    """A call's output when it is a 4-D map larger than 1x1 (what attention transfer matches), else None."""
+    if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1:
+        return output
+    return None
 
-    Hooks fire in completion order, so for each (H, W) the map kept is the one the model computes
-    last at that size, e.g. the outputs of ResNet's layer1-4, WRN's block1-3 (before the final
-    BN-ReLU, as the reference's activations), VGG's block0-2 and block4 (before pooling). 1x1 maps
-    (and any non-4D output) are ignored. Always on: `take()` returns and forgets what was recorded.
-    """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.maps: dict[Size, torch.Tensor] = {}
-        self._handles = [m.register_forward_hook(self._keep) for m in model.modules() if has_conv(m)]
+def block_outputs(model: nn.Module) -> ForwardRecorder:
+    """An always-on recorder of the latest spatial output (`spatial_map`) of each of the model's
+    conv-holding modules; `maps_by_size` turns what it took into one map per spatial size."""
+    names = [name for name, module in model.named_modules() if has_conv(module)]
+    return ForwardRecorder(model, names, extract=spatial_map, active=True)
 
-    def _keep(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
-        if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1:
-            self.maps[(output.shape[-2], output.shape[-1])] = output
 
-    def take(self) -> dict[Size, torch.Tensor]:
-        """The maps of the latest forward, keyed by (H, W); the recorder is emptied."""
-        maps, self.maps = self.maps, {}
-        return maps
-
-    def remove(self) -> None:
-        """Detach the hooks from the model."""
-        for handle in self._handles:
-            handle.remove()
+def maps_by_size(outputs: dict[str, torch.Tensor]) -> dict[Size, torch.Tensor]:
+    """Per (H, W), the map computed last at that size: the output of each resolution's last block (a
+    stage's end). Hooks fire in completion order and the recorder lists its modules in the order of
+    their latest call, so a later map of a size replaces an earlier one: ResNet's layer1-4, WRN's
+    block1-3 (before the final BN-ReLU, as the reference's activations), VGG's block0-2 and block4
+    (before pooling)."""
+    return {(m.shape[-2], m.shape[-1]): m for m in outputs.values()}
 
 
 @dataclass
@@ -78,7 +72,7 @@ class ZsktHparams(OnlineLatentHparams):
     Before every `s_steps` student steps the generator (DataFree's `LargeGenerator` width, `stem` 4,
     z ~ N(0, 1) of `nz`) takes `g_steps` Adam steps (lr_g, betas g_betas, gradients clipped to norm
     `g_clip`, 0: off) on fresh batches of kd_batch images; each student step then draws a fresh batch
-    in `sample_mode`. Attention maps (see `BlockOutputs`) are matched by spatial size.
+    in `sample_mode`. Attention maps (see `maps_by_size`) are matched by spatial size.
 
     CIFAR presets and `--protocol paper`: zju-vipa/DataFree (commit 9e79fa9),
     scripts/zskt/zskt_cifar10_wrn402_wrn161.sh: --batch_size 256 --lr 0.1 --epochs 200 --kd_steps 5
@@ -156,7 +150,7 @@ class Zskt(OnlineLatentGeneratorMethod):
     """Adversarial belief matching: the generator seeks images where the student's beliefs differ
     from the teacher's; the student matches the teacher's outputs and block attention maps there.
 
-    `BlockOutputs` hooks on both models record the block outputs of every forward; the engine calls
+    `block_outputs` recorders on both models record the block outputs of every forward; the engine calls
     `student_loss` right after the step's teacher and student forwards, so the maps it takes are that
     step's. The generator steps' maps are dropped after `train_generator`."""
 
@@ -165,8 +159,8 @@ class Zskt(OnlineLatentGeneratorMethod):
 
     def __init__(self, ctx: MethodContext, hparams: ZsktHparams) -> None:
         super().__init__(ctx, hparams)
-        self.teacher_blocks = self.keep_hook(BlockOutputs(ctx.teacher))
-        self.student_blocks = self.keep_hook(BlockOutputs(ctx.student))
+        self.teacher_blocks = self.keep_hook(block_outputs(ctx.teacher))
+        self.student_blocks = self.keep_hook(block_outputs(ctx.student))
 
     def adversarial_term(self, step: GeneratorStep) -> torch.Tensor:
         """-KL(p_T || p_S) at temperature 1: minimising it maximises the student's disagreement with the teacher."""
@@ -184,13 +178,17 @@ class Zskt(OnlineLatentGeneratorMethod):
     def train_generator(self, round: RoundInfo) -> None:
         """The generator steps; the block maps their forwards left are dropped."""
         super().train_generator(round)
-        self.teacher_blocks.take()
-        self.student_blocks.take()
+        self.block_maps()
+
+    def block_maps(self) -> tuple[dict[Size, torch.Tensor], dict[Size, torch.Tensor]]:
+        """(teacher, student) block maps since the last call, one per spatial size (`maps_by_size`); the
+        recorders are emptied."""
+        return maps_by_size(self.teacher_blocks.take()), maps_by_size(self.student_blocks.take())
 
     def student_loss(self, step: StudentStep) -> dict[str, torch.Tensor]:
         """The `student_criterion` term plus beta * num_classes * attention transfer on this step's block maps."""
         hp = self.hp
-        teacher_maps, student_maps = self.teacher_blocks.take(), self.student_blocks.take()
+        teacher_maps, student_maps = self.block_maps()
         terms = super().student_loss(step)
         if hp.beta > 0:
             at = attention_transfer(student_maps, teacher_maps).to(step.s_logits.device)

@@ -15,7 +15,6 @@ import torch.nn as nn
 
 from dfkd_bench.engine import BNStatisticsLoss
 from dfkd_bench.models import create_model
-from dfkd_bench.models.hooks import BNStatistics
 
 C = 3
 
@@ -119,7 +118,7 @@ def test_digits_teacher_loss_unchanged(digits_teacher: Any, first_multiplier: fl
         with torch.no_grad():
             after = _loss(bn, model, x).item()
     finally:
-        bn.remove()
+        bn.close()
     assert after == pytest.approx(before, rel=1e-6)
 
 
@@ -131,7 +130,8 @@ def test_cifar_zoo_loss_unchanged(arch: str) -> None:
     bn = BNStatisticsLoss(model, first_multiplier=10.0)
     with torch.no_grad():
         after = _loss(bn, model, x).item()
-    assert len(bn.stats.records()) == len(bn.stats.layers)  # one call per layer
+    assert len(bn.records()) == len(bn.layer_names)  # one call per layer
+    assert list(bn.stats.modules.values()) == [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert after == pytest.approx(_position_paired(model, x, 10.0), rel=1e-6)
 
 
@@ -151,7 +151,7 @@ def test_each_call_meets_its_own_layer(route: str, first_multiplier: float) -> N
     # The records name the layer of every call: registration index, call number within the forward.
     names = {"a": 0, "b": 1, "c": 2}
     keys = sorted((names[n], route[:i].count(n)) for i, n in enumerate(route))
-    assert [(i, k) for i, k, *_ in bn.stats.records()] == keys
+    assert [(i, k) for i, k, *_ in bn.records()] == keys
 
 
 def test_out_of_order_differs_from_position_pairing() -> None:
@@ -184,12 +184,13 @@ def test_shared_module_is_one_layer() -> None:
     model = Routed("ab")
     model.d = model.a  # the same module again, under a second name
     model.route = "abd"
-    stats = BNStatistics(model)
-    assert stats.layers == [model.a, model.b, model.c]
-    stats.enabled = True
-    model(_x(3))
-    assert [(i, k) for i, k, *_ in stats.records()] == [(0, 0), (0, 1), (1, 0)]
-    assert len(stats.calls[model.a]) == 2 and model.c not in stats.calls
+    bn = BNStatisticsLoss(model)
+    assert bn.layer_names == ["a", "b", "c"] and list(bn.stats.modules.values()) == [model.a, model.b, model.c]
+    with bn.collect():
+        model(_x(3))
+    assert [(i, k) for i, k, *_ in bn.records()] == [(0, 0), (0, 1), (1, 0)]
+    calls = bn.stats.calls()
+    assert len(calls["a"]) == 2 and "c" not in calls
 
 
 def test_no_recorded_call_is_an_error() -> None:

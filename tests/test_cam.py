@@ -155,7 +155,7 @@ def test_native_feed_keeps_one_buffer_per_resolution() -> None:
     assert all(torch.equal(a, b) for a, b in zip(b16.ema_mean, first))  # the 32 px round left it alone
     # The 32 px buffer started from 32 px statistics alone: after its first round (one step) it holds
     # that step's plain batch statistics, not a blend with the 16 px buffer.
-    plain = b32.stats.records()
+    plain = b32.records()
     assert b32.ema_mean is not None and len(b32.ema_mean) == len(plain) == len(b16.ema_mean)
     assert all(torch.equal(e, r[3]) for e, r in zip(b32.ema_mean, plain))
     assert all(torch.equal(e, r[4]) for e, r in zip(b32.ema_var, plain))
@@ -177,7 +177,7 @@ def test_upsample_feed_shares_one_buffer() -> None:
     first = [t.clone() for t in bn.ema_mean]
     assert _rounds(method, 1, 1) == [32]
     assert method.bn_loss is bn and list(method.bn_losses.values()) == [bn]
-    plain = bn.stats.records()  # the 32 px round blended its statistics into the 16 px round's buffer
+    plain = bn.records()  # the 32 px round blended its statistics into the 16 px round's buffer
     assert not torch.equal(bn.ema_mean[0], plain[0][3])
     torch.testing.assert_close(bn.ema_mean[0], 0.1 * plain[0][3] + 0.9 * first[0])
     assert not all(torch.equal(a, b) for a, b in zip(bn.ema_mean, first))  # the 32 px round updated it

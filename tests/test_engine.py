@@ -104,12 +104,12 @@ def test_bn_loss_only_sees_forwards_inside_collect_and_has_gradient() -> None:
     model = _two_bn_model()
     bn = BNStatisticsLoss(model)
     model(torch.randn(2, 2, 3, 3))  # outside collect(): nothing recorded
-    assert bn.stats.means == [] and bn.stats.vars == []
+    assert bn.records() == []
     x = torch.tensor(_input(2), dtype=torch.float32, requires_grad=True)
     with bn.collect():
         model(x)
     loss = bn()
-    assert len(bn.stats.means) == 2
+    assert len(bn.records()) == 2
     loss.backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 

@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from dfkd_bench import MethodContext, UserError
 from dfkd_bench.config import resolve_hparams
-from dfkd_bench.methods.cmi import Cmi, FeatureBank, InstanceStatistics, contrastive_loss, feature_modules, local_crop
+from dfkd_bench.methods.cmi import (Cmi, FeatureBank, contrastive_loss, feature_modules, instance_features,
+                                   instance_statistics, local_crop)
 from dfkd_bench.models import create_model
 from method_helpers import TINY, make_ctx
 
@@ -88,31 +89,33 @@ def test_instance_statistics_are_per_sample_bn_input_moments() -> None:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 5, 3), nn.BatchNorm2d(5)).eval()
     x = torch.randn(3, 3, 8, 8)
     a, b = model[0](x), model[3](model[2](model[1](model[0](x))))
-    means = InstanceStatistics(feature_modules(model, "auto"))
+    means = instance_statistics(model, feature_modules(model, "auto"))
     with means.capture():
         model(x)
-    torch.testing.assert_close(means.features(), torch.cat([a.mean((2, 3)), b.mean((2, 3))], dim=1))
-    both = InstanceStatistics([model[1], model[4]], with_var=True)
+    torch.testing.assert_close(instance_features(means), torch.cat([a.mean((2, 3)), b.mean((2, 3))], dim=1))
+    both = instance_statistics(model, ["1", "4"], with_var=True)
     with both.capture():
         model(x)
     expected = torch.cat([a.mean((2, 3)), a.var((2, 3), unbiased=False), b.mean((2, 3)), b.var((2, 3), unbiased=False)], 1)
-    torch.testing.assert_close(both.features(), expected)
+    torch.testing.assert_close(instance_features(both), expected)
     model(x)  # outside capture(): nothing recorded
     with both.capture(), pytest.raises(RuntimeError):
-        both.features()
-    means.remove(), both.remove()
+        instance_features(both)
+    means.close(), both.close()
 
 
 def test_feature_modules_follow_the_reference_per_teacher() -> None:
     resnet = create_model("resnet34", 10)
-    assert feature_modules(resnet, "auto") == [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4]
-    assert all(isinstance(m, nn.BatchNorm2d) for m in feature_modules(resnet, "bn"))
+    assert feature_modules(resnet, "auto") == ["layer1", "layer2", "layer3", "layer4"]
+    assert all(isinstance(resnet.get_submodule(name), nn.BatchNorm2d) for name in feature_modules(resnet, "bn"))
     digits = create_model("digits_resnet8_slim", 10)
     assert feature_modules(digits, "auto") == feature_modules(digits, "bn")
     with pytest.raises(UserError, match="no layer1-4"):
         feature_modules(digits, "stages")
     method = make_method(make_ctx())  # the probe forward sizes the head: one mean per BN channel
-    assert method.head[0].in_features == sum(m.num_features for m in feature_modules(method.ctx.teacher, "bn"))
+    teacher = method.ctx.teacher
+    assert method.head[0].in_features == sum(teacher.get_submodule(name).num_features
+                                             for name in feature_modules(teacher, "bn"))
 
 
 def test_feature_bank_is_bounded_and_sampled_without_replacement() -> None:

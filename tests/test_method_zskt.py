@@ -14,7 +14,7 @@ import torch.nn as nn
 from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo, StudentStep, kd_loss
-from dfkd_bench.methods.zskt import BlockOutputs, Zskt, attention_map, attention_transfer
+from dfkd_bench.methods.zskt import Zskt, attention_map, attention_transfer, block_outputs, maps_by_size
 from method_helpers import assert_same_next_draw, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_zskt = partial(make_online, Zskt)
@@ -46,7 +46,7 @@ def test_generator_loss_falls_as_the_kl_grows() -> None:
         torch.testing.assert_close(torch.tensor(before), -kd_loss(step.student.logits, step.teacher.logits, 1.0))
     for _ in range(12):  # the student does not train: only the generator moves
         method.train_generator(RoundInfo.standalone())
-    assert method.teacher_blocks.maps == {} and method.student_blocks.maps == {}  # generator maps dropped
+    assert method.teacher_blocks.last() == {} and method.student_blocks.last() == {}  # generator maps dropped
     with torch.no_grad():
         after = float(method.generator_loss(fixed_step(method, z)))
     assert before <= 0 and after < before - 0.1 * abs(before) - 1e-3, (before, after)
@@ -91,7 +91,7 @@ def test_attention_transfer_is_zero_for_identical_features_and_skips_unmatched_s
 def test_block_outputs_record_each_resolutions_last_stage() -> None:
     ctx = make_ctx()
     model = ctx.student
-    blocks = BlockOutputs(model)
+    blocks = block_outputs(model)
     x = torch.randn(2, 3, 32, 32)
     stem = model.stem(x)
     outs = [model.stages[0](stem)]
@@ -99,14 +99,14 @@ def test_block_outputs_record_each_resolutions_last_stage() -> None:
     outs.append(model.stages[2](outs[1]))
     blocks.take()  # forget what the manual calls recorded
     model(x)
-    maps = blocks.take()
+    maps = maps_by_size(blocks.take())
     assert sorted(maps) == [(4, 4), (8, 8), (16, 16)]  # the 1x1 pooled map is skipped
     for out in outs:
         torch.testing.assert_close(maps[tuple(out.shape[-2:])], out)
-    assert blocks.maps == {}
-    blocks.remove()
+    assert blocks.last() == {}
+    blocks.close()
     model(x)
-    assert blocks.maps == {}
+    assert blocks.last() == {}
 
 
 def test_student_loss_is_kl_plus_scaled_attention_and_vanishes_for_a_copy_of_the_teacher() -> None:
@@ -118,11 +118,11 @@ def test_student_loss_is_kl_plus_scaled_attention_and_vanishes_for_a_copy_of_the
     terms = method.student_loss(student_step(method, images))
     assert set(terms) == {"kl", "at"}
     assert float(terms["kl"].detach()) < 1e-6 and float(terms["at"].detach()) < 1e-9
-    assert method.teacher_blocks.maps == {} and method.student_blocks.maps == {}
+    assert method.teacher_blocks.last() == {} and method.student_blocks.last() == {}
 
     other = make_zskt(make_ctx(seed=3), temperature=2.0)  # a different student: both terms are positive
     step = student_step(other, images)
-    teacher_maps, student_maps = dict(other.teacher_blocks.maps), dict(other.student_blocks.maps)
+    teacher_maps, student_maps = maps_by_size(other.teacher_blocks.last()), maps_by_size(other.student_blocks.last())
     terms = other.student_loss(step)
     torch.testing.assert_close(terms["kl"], kd_loss(step.s_logits, step.t_logits, 1.0))  # "kl": T 1, whatever T
     torch.testing.assert_close(terms["at"], other.hp.beta * 10 * attention_transfer(student_maps, teacher_maps))

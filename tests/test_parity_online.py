@@ -126,8 +126,8 @@ def test_zskt_student_loss_is_classes_times_polo5s() -> None:
     shared = torch.load(Path(__file__).parent / "parity" / "polo5_zskt.pt", weights_only=False)
     method = make_online(Zskt, make_ctx(), beta=shared["beta"], student_criterion="kl")
     classes = shared["s_logits"].shape[1]
-    method.student_blocks.maps = {tuple(a.shape[-2:]): a for a in shared["s_activations"]}
-    method.teacher_blocks.maps = {tuple(a.shape[-2:]): a for a in shared["t_activations"]}
+    maps = {side: {tuple(a.shape[-2:]): a for a in shared[f"{side}_activations"]} for side in ("t", "s")}
+    method.block_maps = lambda: (maps["t"], maps["s"])  # the file's block activations (the public hook)
     step = StudentStep(torch.zeros(0), torch.zeros(0, dtype=torch.long), shared["s_logits"], shared["t_logits"])
     terms = {k: float(v) for k, v in method.student_loss(step).items()}
     assert terms["kl"] == pytest.approx(classes * POLO5["kl"], rel=1e-4)

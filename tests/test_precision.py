@@ -95,7 +95,7 @@ def measure(seed: int, regime: str) -> dict[str, float]:
             s_logits = student(x).float()
         out[name] = {"bn": loss.float(), "mask": s_logits.argmax(1) == t_logits.argmax(1),
                      "teacher": t_logits.argmax(1)}
-    bn.remove()
+    bn.close()
     bn32, bn16 = out["fp32"]["bn"].item(), out["bf16"]["bn"].item()
     return {
         "bn_fp32": bn32,

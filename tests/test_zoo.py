@@ -10,11 +10,11 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from dfkd_bench.engine import CONV_MAP, PENULTIMATE, BNStatisticsLoss
 from dfkd_bench.errors import UserError
 from dfkd_bench.models import (
     MODELS,
-    BNStatistics,
-    FeatureTap,
+    ForwardRecorder,
     count_parameters,
     create_model,
     model_info,
@@ -49,15 +49,17 @@ CASES = [(name, size) for name in MODELS.names() for size in sizes(name)]
 @pytest.mark.parametrize("name,size", CASES, ids=[f"{n}-{s}px" for n, s in CASES])
 def test_forward_and_hooks(name: str, size: int) -> None:
     model = create_model(name, NUM_CLASSES).eval()
-    stats, tap = BNStatistics(model), FeatureTap(model)
-    stats.enabled = tap.enabled = True
-    with torch.no_grad():
+    stats = BNStatisticsLoss(model)
+    tap = ForwardRecorder(model, {"conv_map": CONV_MAP, "penultimate": PENULTIMATE})
+    with torch.no_grad(), stats.collect(), tap.capture():
         logits = model(torch.rand(2, 3, size, size))
     assert logits.shape == (2, NUM_CLASSES)
-    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    assert n_bn > 0 and len(stats.means) == len(stats.vars) == n_bn
-    assert tap.penultimate is not None and tap.penultimate.shape == (2, model.classifier.in_features)
-    assert tap.conv_map is not None and tap.conv_map.dim() == 4 and tap.conv_map.shape[0] == 2
+    bn_layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bn_layers and list(stats.stats.modules.values()) == bn_layers  # every BN layer, by its name
+    assert [layer for _, _, layer, *_ in stats.records()] == bn_layers  # each called once
+    penultimate, conv_map = tap.latest("penultimate"), tap.latest("conv_map")
+    assert penultimate is not None and penultimate.shape == (2, model.classifier.in_features)
+    assert conv_map is not None and conv_map.dim() == 4 and conv_map.shape[0] == 2
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS))
@@ -230,9 +232,9 @@ def test_cifar_mobilenetv2_keeps_the_reference_keys_and_forward() -> None:
 def test_last_conv_map_follows_the_reference_strides(name: str, at32: int, at64: int) -> None:
     """Total strides 8 (ResNet), 4 (WRN), 8 (VGG, plus its extra pool at exactly 64 px) and 32 (MobileNetV2)."""
     model = create_model(name, 10).eval()
-    tap = FeatureTap(model)
-    tap.enabled = True
+    tap = ForwardRecorder(model, {"conv_map": CONV_MAP}, active=True)
     for size, side in ((32, at32), (64, at64)):
         with torch.no_grad():
             model(torch.rand(1, 3, size, size))
-        assert tap.conv_map is not None and tap.conv_map.shape[2:] == (side, side)
+        conv_map = tap.latest("conv_map")
+        assert conv_map is not None and conv_map.shape[2:] == (side, side)

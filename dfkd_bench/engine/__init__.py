@@ -2,7 +2,8 @@
 and the method API (`Method`, `GeneratorMethod`, `OnlineGeneratorMethod`). Method files import these
 through `dfkd_bench.api`, which adds the registry, the hyper-parameter base and the one-line error."""
 
-from ..models.hooks import BNStatistics, FeatureTap
+from ..models.hooks import (CONV_MAP, PENULTIMATE, ForwardRecorder, Tap, batch_statistics, batchnorm_names, input_of,
+                            output_of)
 from ..schedule import ReferenceSchedule, RoundInfo
 from .augment import Normalize, roll_by, student_augment
 from .bank import SyntheticBank, resize
@@ -20,7 +21,9 @@ from .run_record import CurvePoint, RunOutcome
 from .trainer import Diverged, DistillationRun
 
 __all__ = [
-    "BNStatistics", "FeatureTap", "ReferenceSchedule", "RoundInfo",
+    "CONV_MAP", "PENULTIMATE", "ForwardRecorder", "Tap", "batch_statistics", "batchnorm_names", "input_of",
+    "output_of",
+    "ReferenceSchedule", "RoundInfo",
     "Normalize", "roll_by", "student_augment", "SyntheticBank", "resize",
     "GeneratorHparams", "GeneratorMethod", "GeneratorStep", "GradientGroups", "LatentGeneratorMethod", "LatentHparams",
     "ParameterGroups", "StudentPass", "TeacherPass",

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..models.hooks import FeatureTap
+from ..models.hooks import PENULTIMATE, ForwardRecorder
 from .bank import SyntheticBank
 from .flops import FlopMeter
 from .method import Method, MethodContext, StudentStep
@@ -53,7 +53,8 @@ class Distiller:
         self.flops = flops or FlopMeter(enabled=False)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.augment = method.augmentation("kd")
-        self.tap = method.keep_hook(FeatureTap(ctx.student)) if method.needs_student_features else None
+        self.tap = method.keep_hook(ForwardRecorder(ctx.student, {"penultimate": PENULTIMATE})) \
+            if method.needs_student_features else None
         self.student_forward = data_parallel(ctx, method)
 
     def _group_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -64,7 +65,8 @@ class Distiller:
                 t_logits = ctx.teacher(x)
             with tap.capture() if tap is not None else nullcontext():
                 s_logits = self.student_forward(x)
-        step = StudentStep(x, labels, s_logits.float(), t_logits.float(), tap.penultimate if tap is not None else None)
+        features = tap.latest("penultimate") if tap is not None else None
+        step = StudentStep(x, labels, s_logits.float(), t_logits.float(), features)
         return sum(self.method.record_terms("kd", self.method.student_loss(step)).values())
 
     def step(self, groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> torch.Tensor:

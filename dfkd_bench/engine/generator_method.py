@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..config import MethodHparams
 from ..distributed import RunningStatistics
 from ..errors import UserError
-from ..models.hooks import FeatureTap
+from ..models.hooks import CONV_MAP, PENULTIMATE, ForwardRecorder
 from ..schedule import RoundInfo
 from .generators import LatentGenerator
 from .labels import random_labels
@@ -131,8 +131,8 @@ class GeneratorMethod(Method):
         super().__init__(ctx, hparams)
         self.round = RoundInfo.standalone()
         self.bn_loss = self.keep_hook(BNStatisticsLoss(ctx.teacher, momentum=hparams.bn_momentum))
-        self._teacher_tap: FeatureTap | None = None
-        self._student_tap: FeatureTap | None = None
+        self._teacher_tap: ForwardRecorder | None = None
+        self._student_tap: ForwardRecorder | None = None
         self.generator = self.prepared_generator()
 
     # ----- hooks a method overrides -------------------------------------------------------------
@@ -274,7 +274,7 @@ class GeneratorMethod(Method):
             self.view_of(step)
             ctx = self.ctx
             if self.keeps_teacher_map and self._teacher_tap is None:
-                self._teacher_tap = self.keep_hook(FeatureTap(ctx.teacher))
+                self._teacher_tap = self.keep_hook(ForwardRecorder(ctx.teacher, {"conv_map": CONV_MAP}))
             tap = self._teacher_tap if self.keeps_teacher_map else None
             bn_loss = self.bn_loss_for(step.images.shape[-1])
             with bn_loss.collect() if self.hp.bn > 0 else nullcontext(), \
@@ -282,7 +282,7 @@ class GeneratorMethod(Method):
                 logits = ctx.teacher(step.inputs).float()
             bn = bn_loss() if self.hp.bn > 0 else None
             step.teacher = TeacherPass(logits, bn, F.cross_entropy(logits, step.labels),
-                                       tap.conv_map if tap is not None else None)
+                                       tap.latest("conv_map") if tap is not None else None)
         return step.teacher
 
     def student_pass(self, step: GeneratorStep) -> StudentPass:
@@ -291,13 +291,13 @@ class GeneratorMethod(Method):
             self.view_of(step)
             ctx = self.ctx
             if self._student_tap is None:
-                self._student_tap = self.keep_hook(FeatureTap(ctx.student))
+                self._student_tap = self.keep_hook(ForwardRecorder(ctx.student, {"penultimate": PENULTIMATE}))
             was_training = ctx.student.training
             ctx.student.eval()
             with self._student_tap.capture() as tap, ctx.autocast():
                 logits = ctx.student(step.inputs).float()
             ctx.student.train(was_training)
-            step.student = StudentPass(logits, tap.penultimate)
+            step.student = StudentPass(logits, tap.latest("penultimate"))
         return step.student
 
     def generator_loss(self, step: GeneratorStep) -> torch.Tensor:

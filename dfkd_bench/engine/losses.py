@@ -9,16 +9,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.hooks import BNStatistics
+from ..models.hooks import ForwardRecorder, batch_statistics, batchnorm_names
 
 
 class BNStatisticsLoss:
     """DeepInversion's feature-distribution loss over a model's BatchNorm2d layers.
 
     sum over recorded calls of w_l (||mu - running_mean_l||_2 + ||var - running_var_l||_2), plain
-    (not squared) L2 norms, where l is the layer that made the call. The statistics are keyed by
-    layer (`BNStatistics`), so every batch is compared with its own layer's running statistics even
-    when the model calls its BN layers out of registration order or skips one; a skipped layer adds
+    (not squared) L2 norms, where l is the layer that made the call. The statistics are recorded per
+    layer (a `ForwardRecorder` keeping every call's `batch_statistics`), so every batch is compared
+    with its own layer's running statistics even when the model calls its BN layers out of registration order or skips one; a skipped layer adds
     nothing. A layer called several times in one forward adds one term per call, each against that
     layer's running statistics (each call normalises its input with those statistics, as each call
     updated them in training); the reference's hook keeps only the last call's value (and a skipped
@@ -35,26 +35,31 @@ class BNStatisticsLoss:
     """
 
     def __init__(self, model: nn.Module, momentum: float = 0.0, first_multiplier: float = 1.0) -> None:
-        self.stats = BNStatistics(model)
+        self.layer_names = batchnorm_names(model)
+        self.stats = ForwardRecorder(model, self.layer_names, extract=batch_statistics, keep="all")
         self.momentum = momentum
         self.first_multiplier = first_multiplier
         self.ema_keys: list[tuple[int, int]] | None = None
         self.ema_mean: list[torch.Tensor] | None = None
         self.ema_var: list[torch.Tensor] | None = None
 
-    def remove(self) -> None:
+    def close(self) -> None:
         """Detach the hooks from the model."""
-        self.stats.remove()
+        self.stats.close()
 
     @contextmanager
     def collect(self) -> Iterator[None]:
         """Record the BN-input statistics of the forwards inside the block (earlier ones are dropped)."""
-        self.stats.clear()
-        self.stats.enabled = True
-        try:
+        with self.stats.capture():
             yield
-        finally:
-            self.stats.enabled = False
+
+    def records(self) -> list[tuple[int, int, nn.Module, torch.Tensor, torch.Tensor]]:
+        """(layer index, call number, layer, mean, var) of every call recorded in the latest `collect()`;
+        layers in registration order, the calls of one layer in call order."""
+        calls = self.stats.calls()
+        return [(i, k, self.stats.modules[name], mean, var)
+                for i, name in enumerate(self.layer_names)
+                for k, (mean, var) in enumerate(calls.get(name, ()))]
 
     def _ema(self) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]:
         if self.ema_keys is None or self.ema_mean is None or self.ema_var is None:
@@ -63,7 +68,7 @@ class BNStatisticsLoss:
 
     def _smoothed(self) -> list[tuple[tuple[int, int], nn.Module, torch.Tensor, torch.Tensor]]:
         """((layer index, call number), layer, mean, var) of every recorded call, EMA-smoothed."""
-        records = self.stats.records()
+        records = self.records()
         ema = self._ema() if self.momentum > 0 else {}
         m = self.momentum
         out = []
@@ -75,7 +80,7 @@ class BNStatisticsLoss:
         return out
 
     def __call__(self) -> torch.Tensor:
-        """The loss for the statistics collected since the last `stats.clear()`."""
+        """The loss for the statistics of the latest `collect()`."""
         total: torch.Tensor | None = None
         for (i, _), layer, mu, var in self._smoothed():
             term = torch.linalg.vector_norm(mu - layer.running_mean) + torch.linalg.vector_norm(var - layer.running_var)
@@ -88,7 +93,7 @@ class BNStatisticsLoss:
     @torch.no_grad()
     def update_momentum(self) -> None:
         """Fold the latest batch statistics into the EMA buffer (once per synthesis round)."""
-        if self.momentum <= 0 or not self.stats.calls:
+        if self.momentum <= 0 or not self.stats.calls():
             return
         ema = self._ema()
         for key, _, mu, var in self._smoothed():
@@ -101,7 +106,8 @@ class BNStatisticsLoss:
         return {"ema_mean": self.ema_mean, "ema_var": self.ema_var, "ema_keys": self.ema_keys}
 
     def load_state_dict(self, state: dict) -> None:
-        device = self.stats.layers[0].running_mean.device if self.stats.layers else None
+        layers = list(self.stats.modules.values())
+        device = layers[0].running_mean.device if layers else None
 
         def moved(tensors: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
             return None if tensors is None else [t.to(device) for t in tensors]

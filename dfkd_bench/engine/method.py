@@ -22,17 +22,10 @@ from ..schedule import RoundInfo
 from .augment import Augment, Normalize, default_augment
 from .bank import resize
 from .losses import kd_loss
+from .precision import AMP_MODES, amp_dtype_for  # noqa: F401  (AMP_MODES re-exported for resolve.py)
 
 HookT = TypeVar("HookT")
 SAMPLE_SOURCES = ("bank", "online")
-AMP_MODES = ("auto", "bf16", "off")
-
-
-def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
-    """The forwards' autocast dtype: bf16 for "bf16", and for "auto" on CUDA; None (fp32) otherwise."""
-    if amp not in AMP_MODES:
-        raise UserError(f"unknown --amp {amp!r}; choose from: {', '.join(AMP_MODES)}")
-    return torch.bfloat16 if amp == "bf16" or (amp == "auto" and device.type == "cuda") else None
 
 
 @dataclass
@@ -93,11 +86,13 @@ class MethodContext:
                amp: str = "auto", label_embeddings_loader: Callable[[], torch.Tensor] | None = None,
                channels_last: bool | None = None, group: Group = SINGLE) -> "MethodContext":
         """The one way to build a context (runner, benchmarks, tests): models moved to the device (and to
-        channels_last, by default on CUDA only), the run's RNG seeded, and bf16 autocast for the forwards
-        when `amp_dtype_for(amp, device)` says so (auto: on CUDA only; bf16: on the CPU too; off: fp32).
+        channels_last, by default on CUDA and under bf16), the run's RNG seeded, and bf16 autocast for the
+        forwards when `amp_dtype_for(amp, device)` says so (engine.precision: auto where the device computes
+        bf16 natively; bf16 everywhere; off: fp32).
         In a process group each rank's RNG stream is seeded apart (`Group.seed`)."""
         device = torch.device(device)
-        channels_last = device.type == "cuda" if channels_last is None else channels_last
+        amp_dtype = amp_dtype_for(amp, device)
+        channels_last = (device.type == "cuda" or amp_dtype is not None) if channels_last is None else channels_last
         teacher, student = teacher.to(device), student.to(device)
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -106,7 +101,7 @@ class MethodContext:
                    generator=torch.Generator(device=device).manual_seed(group.seed(seed)),
                    resolutions=tuple(resolutions or (spec.input_size,)),
                    normalize=Normalize(spec.mean, spec.std).to(device),
-                   amp_dtype=amp_dtype_for(amp, device), channels_last=channels_last,
+                   amp_dtype=amp_dtype, channels_last=channels_last,
                    label_embeddings_loader=label_embeddings_loader, group=group, seed=seed)
 
     @property
@@ -166,7 +161,7 @@ class Method:
         """Refuse several resolutions for a single-resolution method, then check each one."""
         if len(resolutions) > 1 and not cls.multi_resolution:
             raise UserError(f"--multi-resolution {','.join(map(str, resolutions))}: {cls.name} generates at one "
-                            f"resolution; give one with --sweep-resolutions N")
+                            f"resolution; give one with --resolution N")
         for r in resolutions:
             cls.check_resolution(r)
 
@@ -188,14 +183,15 @@ class Method:
         return terms
 
     def keep_hook(self, hooks: HookT) -> HookT:
-        """Remember an object holding forward hooks (it has `remove()`) so `close()` detaches it."""
+        """Remember an object holding forward hooks (a `ForwardRecorder`, a `BNStatisticsLoss`: it has
+        `close()`) so the method's `close()` detaches it."""
         self._hooks.append(hooks)
         return hooks
 
     def close(self) -> None:
         """Detach every kept hook from the shared teacher and the student (called after a run)."""
         for hooks in self._hooks:
-            hooks.remove()
+            hooks.close()
         self._hooks.clear()
 
     @property

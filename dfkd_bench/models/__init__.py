@@ -1,7 +1,7 @@
 """Model zoo and feature hooks."""
 
 from . import cifar, imagenet, resnet_small  # noqa: F401  (register the models)
-from .hooks import BNStatistics, FeatureTap
+from .hooks import ForwardRecorder, Tap
 from .zoo import (
     MODELS,
     ModelInfo,
@@ -22,6 +22,6 @@ __all__ = [
     "count_parameters",
     "parameter_count",
     "replace_classifier",
-    "BNStatistics",
-    "FeatureTap",
+    "ForwardRecorder",
+    "Tap",
 ]

@@ -86,7 +86,7 @@ def parameter_count(name: str, num_classes: int = 10) -> int:
 
 def replace_classifier(model: nn.Module, new_linear: nn.Linear) -> None:
     """Swap `model.classifier` for `new_linear` where it is registered (e.g. to restrict a 1000-class
-    head to a class subset); create hooks (FeatureTap) after the swap, not before."""
+    head to a class subset); create hook recorders (ForwardRecorder) after the swap, not before."""
     old = model.classifier
     slots = [(parent, name) for parent in model.modules() for name, child in parent.named_children() if child is old]
     if not slots:

@@ -23,7 +23,7 @@ from make_fast import calibrated_batchnorm, centred_classifier  # noqa: E402
 
 from dfkd_bench.data import get_dataset  # noqa: E402
 from dfkd_bench.engine import LatentGenerator  # noqa: E402
-from dfkd_bench.methods.cmi import InstanceStatistics, feature_modules  # noqa: E402
+from dfkd_bench.methods.cmi import feature_modules, instance_features, instance_statistics  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATASET, RESOLUTION = "cifar10", 32
@@ -76,14 +76,14 @@ def models(num_classes: int, inputs: torch.Tensor, seed: int) -> tuple[nn.Module
 
 def bank_rows(teacher: nn.Module, images: torch.Tensor, normalise: Any) -> torch.Tensor:
     """(local, global) teacher features of earlier images, the bank's layout (local view: the mirror)."""
-    stats = InstanceStatistics(feature_modules(teacher, HPARAMS["cr_layers"]))
+    stats = instance_statistics(teacher, feature_modules(teacher, HPARAMS["cr_layers"]))
     rows = []
     with torch.no_grad():
         for view in (images.flip(3), images):
             with stats.capture():
                 teacher(normalise(view))
-                rows.append(stats.features())
-    stats.remove()
+                rows.append(instance_features(stats))
+    stats.close()
     return torch.cat(rows, dim=1)
 
 
