@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
-from .schedule import ReferenceSchedule, Schedule, equal_schedule, paper_schedule
+from .schedule import ReferenceSchedule, protocol_recipe
 from .errors import UserError
 
 
@@ -36,6 +36,9 @@ class MethodHparams:
     kd_aug: str = ""               # augmentation of bank images for the student ("": the dataset's)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Where the student's images come from, for the schedule policy (`schedule.plan_schedule`): "bank"
+    # (rounds of synthesis, banked) or "online" (fresh generator batches; `OnlineHparams`).
+    SAMPLE_SOURCE: ClassVar[str] = "bank"
     # The reference code's schedule per preset name, for `--protocol paper`.
     PAPER: ClassVar[dict[str, ReferenceSchedule]] = {}
     # Per-teacher settings the papers publish (e.g. Fast's adv 1.0 for VGG-11), keyed by teacher arch.
@@ -75,24 +78,9 @@ class MethodHparams:
         return f"KL at T={self.temperature:g} (x T^2)"
 
     def generator_resets(self) -> tuple[int, bool]:
-        """(g_life in rounds, reset_l0 on) for the equal protocol; generator methods override it."""
+        """Hook for the schedule policy: (g_life in rounds, reset_l0 on) under the equal protocol;
+        generator methods that reset override it."""
         return 0, False
-
-    def equal_schedule(self, n_total: int, reference: ReferenceSchedule | None = None) -> Schedule:
-        """The equal protocol's rounds for an image budget: the shared KD rate, a capped warm-up, and
-        reset_l0 (if on) at the reference's fraction of the run."""
-        g_life, reset_l0 = self.generator_resets()
-        fraction = None
-        if reset_l0 and reference is not None and reference.reset_l0_epoch and reference.reference_epochs:
-            fraction = reference.reset_l0_epoch / reference.reference_epochs
-        rate = self.kd_per_image or self.kd_steps / self.synth_batch
-        return equal_schedule(n_total, self.synth_batch, rate, self.warmup_rounds, self.warmup_fraction,
-                              self.final_kd_steps, g_life, fraction)
-
-    def paper_schedule(self, n_total: int, reference: ReferenceSchedule) -> Schedule:
-        """The paper protocol's rounds: the reference's epochs, as many as the image budget fills
-        (online methods override it with the reference's own run)."""
-        return paper_schedule(n_total, self.synth_batch, reference)
 
     @staticmethod
     def check_choice(method: str, name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -136,18 +124,6 @@ def smoke_overrides(cls: type[MethodHparams]) -> dict[str, Any]:
     return merged
 
 
-# The equal protocol's shared student recipe per dataset: every method distils with the same KD rate
-# (student steps per synthetic image), batch, learning rate and its cosine's floor, weight decay and
-# temperature. (The digits presets already share one.) Under `--protocol paper` each method keeps its reference's recipe.
-EQUAL_RECIPES: dict[str, dict[str, Any]] = {
-    "cifar10": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=20.0),
-    "cifar100": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=20.0),
-    "tinyimagenet": dict(kd_per_image=1.0, kd_batch=256, lr=0.1, lr_min_ratio=1e-3, weight_decay=1e-4,
-                         temperature=20.0),
-    "imagenet": dict(kd_per_image=1.0, kd_batch=128, lr=0.1, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=5.0),
-}
-
-
 def resolve_hparams(cls: type[H], dataset: str | tuple[str, ...], overrides: dict[str, Any] | None = None,
                     method: str = "method", teacher: str | None = None, smoke: bool = False,
                     protocol: str = "equal") -> H:
@@ -156,7 +132,7 @@ def resolve_hparams(cls: type[H], dataset: str | tuple[str, ...], overrides: dic
     recipe, the smoke shrink, then the user's overrides (strings are cast)."""
     names = (dataset,) if isinstance(dataset, str) else dataset
     preset = next((cls.PRESETS[n] for n in names if n in cls.PRESETS), {})
-    recipe = next((EQUAL_RECIPES[n] for n in names if n in EQUAL_RECIPES), {}) if protocol == "equal" else {}
+    recipe = protocol_recipe(protocol, names)
     hp = cls(**{**preset, **cls.TEACHER_PRESETS.get(teacher or "", {}), **recipe,
                 **({k: v for k, v in smoke_overrides(cls).items() if k in {f.name for f in fields(cls)}}
                    if smoke else {})})

@@ -22,7 +22,7 @@ from .engine.method import AMP_MODES, amp_dtype_for
 from .errors import UserError
 from .models import MODELS
 from .plugins import METHODS
-from .schedule import PROTOCOLS, ReferenceSchedule, Schedule
+from .schedule import PROTOCOLS, ReferenceSchedule, Schedule, plan_schedule
 from .teachers import RUN_ARCH_FLAG, check_checkpoint, torchvision_weights
 
 
@@ -221,9 +221,7 @@ def build_schedule(config: RunConfig, method_cls: type[Method], spec: DatasetSpe
     """The run's rounds under its protocol; `paper` needs the method's reference schedule for the dataset."""
     reference = protocol_reference(config, method_cls, spec)
     n_total = planned_images(config, hparams, train_size)
-    if config.protocol == "paper" and not config.smoke:
-        return hparams.paper_schedule(n_total, reference)
-    return hparams.equal_schedule(n_total, reference)
+    return plan_schedule(config.protocol, hparams, n_total, reference, smoke=config.smoke)
 
 
 def generation_resolutions(config: RunConfig, method_cls: type[Method], spec: DatasetSpec) -> tuple[int, ...]:

@@ -1,20 +1,30 @@
 """What each round of a run does, decided before the run starts: images, warm-up, KD steps, resets.
+This module is the whole schedule policy: `plan_schedule` is its one entry point, and what a method
+may vary is declared on its hyper-parameters (`ScheduleKnobs`), never decided elsewhere.
 
 Two budget protocols build it. `equal` (the suite's default) gives every method the same student
-steps per synthetic image over the same image budget, with warm-up a capped fraction of the budget.
-`paper` replays a method's reference schedule as its code counts it: epochs of synthesis rounds,
-KD steps after each post-warm-up epoch, generator resets in epochs, a per-epoch cosine.
-The engine hands each round's `RoundInfo` to the method (`synthesize(n, round)`, `train_generator(round)`); methods read it and
-never count rounds themselves.
+steps per synthetic image over the same image budget, with warm-up a capped fraction of the budget,
+and, per dataset, the same student recipe (`EQUAL_RECIPES`). `paper` replays a method's reference
+schedule as its code counts it: epochs of synthesis rounds, KD steps after each post-warm-up epoch,
+generator resets in epochs, a per-epoch cosine. Each protocol has a bank form (rounds of synthesis,
+the student on the banked images) and an online form (the student on fresh generator batches, as
+many student steps as the online `budget` says). A smoke run always takes the equal protocol.
+The engine hands each round's `RoundInfo` to the method (`synthesize(n, round)`,
+`train_generator(round)`); methods read it and never count rounds themselves.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar, Protocol, cast
+
+from .errors import UserError
 
 PROTOCOLS = ("equal", "paper")
+# What fixes an online run's student steps (see `plan_schedule`): the bank methods' steps for the same
+# images, one step per fresh batch, or the paper's own step count.
+BUDGETS = ("images", "fresh", "steps")
 
 
 @dataclass(frozen=True)
@@ -221,7 +231,8 @@ def paper_schedule(n_total: int, synth_batch: int, ref: ReferenceSchedule) -> Sc
                                    reset_generator=reset and loop == 0,
                                    reset_l0=ref.reset_l0_epoch is not None and ep == ref.reset_l0_epoch
                                    and loop == 0))
-    return Schedule("paper", infos, 0, lr_per_epoch=True, notes={"source": ref.source, "note": ref.note, "epochs": epochs})
+    return Schedule("paper", infos, 0, lr_per_epoch=True,
+                    notes={"source": ref.source, "note": ref.note, "epochs": epochs})
 
 
 def online_schedule(student_steps: int, batches: int, batch: int, round_steps: int, budget: str = "images") -> Schedule:
@@ -258,3 +269,99 @@ def online_draws(steps_done: int, batches: int, steps: int) -> int:
     ceil(steps_done * batches / steps), so step i draws when the count grows from i to i + 1 (step 0
     always does)."""
     return -(-steps_done * batches // steps)
+
+
+# ----- the policy --------------------------------------------------------------------------------------
+
+# The equal protocol's shared student recipe per dataset: every method distils with the same KD rate
+# (student steps per synthetic image), batch, learning rate and its cosine's floor, weight decay and
+# temperature. (The digits presets already share one.) Under `--protocol paper` each method keeps its
+# reference's recipe.
+EQUAL_RECIPES: dict[str, dict[str, Any]] = {
+    "cifar10": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=20.0),
+    "cifar100": dict(kd_per_image=1.0, kd_batch=256, lr=0.2, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=20.0),
+    "tinyimagenet": dict(kd_per_image=1.0, kd_batch=256, lr=0.1, lr_min_ratio=1e-3, weight_decay=1e-4,
+                         temperature=20.0),
+    "imagenet": dict(kd_per_image=1.0, kd_batch=128, lr=0.1, lr_min_ratio=1e-3, weight_decay=1e-4, temperature=5.0),
+}
+
+
+class ScheduleKnobs(Protocol):
+    """What the policy reads of a method's hyper-parameters (`MethodHparams` and its subclasses): the
+    shared student recipe, and what a method declares: where its student's images come from
+    (`SAMPLE_SOURCE`) and which generator resets it takes under the equal protocol (`generator_resets`)."""
+
+    SAMPLE_SOURCE: ClassVar[str]
+    synth_batch: int
+    kd_steps: int
+    kd_batch: int
+    kd_per_image: float
+    warmup_rounds: int
+    warmup_fraction: float
+    final_kd_steps: int
+
+    def generator_resets(self) -> tuple[int, bool]:
+        """(g_life in rounds, reset_l0 on) under the equal protocol."""
+        ...
+
+
+class OnlineKnobs(ScheduleKnobs, Protocol):
+    """An online method's knobs (`OnlineHparams`): student steps per round, and its step `budget`."""
+
+    round_steps: int
+    budget: str
+    paper_steps: int
+
+
+def protocol_recipe(protocol: str, preset_names: tuple[str, ...]) -> dict[str, Any]:
+    """The student recipe a protocol imposes over a method's preset: the equal protocol's shared one
+    for the first of the dataset's preset names that has one; none under `paper`."""
+    if protocol != "equal":
+        return {}
+    return next((EQUAL_RECIPES[n] for n in preset_names if n in EQUAL_RECIPES), {})
+
+
+def kd_rate(hp: ScheduleKnobs) -> float:
+    """Student steps per synthetic image: `kd_per_image`, else kd_steps per synth_batch images."""
+    return hp.kd_per_image or hp.kd_steps / hp.synth_batch
+
+
+def plan_schedule(protocol: str, hp: ScheduleKnobs, n_total: int, reference: ReferenceSchedule | None = None,
+                  smoke: bool = False) -> Schedule:
+    """The rounds of a run of `n_total` synthetic images under `protocol` for a method with these
+    hyper-parameters; `reference` is its reference schedule for the dataset (needed by `paper`; the
+    equal protocol places reset_l0 at its fraction of the run). A smoke run takes the equal protocol."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {protocol!r}; choose from: {', '.join(PROTOCOLS)}")
+    online = hp.SAMPLE_SOURCE == "online"
+    if protocol == "paper" and not smoke:
+        if reference is None:
+            raise UserError("--protocol paper: the method has no reference schedule for this dataset")
+        return online_paper_schedule(n_total, reference, hp.kd_batch) if online else \
+            paper_schedule(n_total, hp.synth_batch, reference)
+    return _online_equal(cast(OnlineKnobs, hp), n_total) if online else _bank_equal(hp, n_total, reference)
+
+
+def _bank_equal(hp: ScheduleKnobs, n_total: int, reference: ReferenceSchedule | None) -> Schedule:
+    """The equal protocol's rounds for a bank method: the shared KD rate, a capped warm-up, the
+    method's generator resets, reset_l0 (if on) at the reference's fraction of the run."""
+    g_life, reset_l0 = hp.generator_resets()
+    fraction = None
+    if reset_l0 and reference is not None and reference.reset_l0_epoch and reference.reference_epochs:
+        fraction = reference.reset_l0_epoch / reference.reference_epochs
+    return equal_schedule(n_total, hp.synth_batch, kd_rate(hp), hp.warmup_rounds, hp.warmup_fraction,
+                          hp.final_kd_steps, g_life, fraction)
+
+
+def _online_equal(hp: OnlineKnobs, n_total: int) -> Schedule:
+    """The equal protocol for an online method: round(n / kd_batch) fresh batches, and student steps by
+    its `budget`: "images", as many as a bank method takes on the same images (the shared rate, plus
+    final_kd_steps); "fresh", one per batch; "steps", the paper's `paper_steps`, each on a fresh batch."""
+    batches = max(1, round(n_total / hp.kd_batch))
+    if hp.budget == "steps":
+        batches = steps = hp.paper_steps
+    elif hp.budget == "fresh":
+        steps = batches
+    else:
+        steps = max(batches, round(kd_rate(hp) * n_total) + hp.final_kd_steps)
+    return online_schedule(steps, batches, hp.kd_batch, hp.round_steps, hp.budget)

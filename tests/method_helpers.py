@@ -12,6 +12,7 @@ from dfkd_bench.data import get_dataset
 from dfkd_bench.engine import GeneratorStep, Method, MethodContext, RoundInfo
 from dfkd_bench.label_embeddings import load_label_embeddings
 from dfkd_bench.models import create_model
+from dfkd_bench.schedule import plan_schedule
 
 TINY = {"synth_batch": "16", "g_steps": "2", "kd_steps": "4", "kd_batch": "32", "final_kd_steps": "0",
         "warmup_rounds": "1", "noise_dim": "32"}
@@ -89,7 +90,7 @@ def assert_online_budgets(cls: type[Method], n_total: int = 144) -> None:
     """The digits preset's schedules: budget=steps runs paper_steps; budget=images draws the ratio's
     fresh images and takes the suite's student steps per image plus the final steps."""
     hp = resolve_hparams(cls.Hparams, "digits", {"budget": "steps"}, cls.name)
-    assert sum(r.kd_steps for r in hp.equal_schedule(n_total).rounds) == hp.paper_steps
-    images = resolve_hparams(cls.Hparams, "digits", {}, cls.name).equal_schedule(n_total)
+    assert sum(r.kd_steps for r in plan_schedule("equal", hp, n_total).rounds) == hp.paper_steps
+    images = plan_schedule("equal", resolve_hparams(cls.Hparams, "digits", {}, cls.name), n_total)
     assert images.images == round(n_total / hp.kd_batch) * hp.kd_batch
     assert images.kd_steps == round(hp.kd_steps / hp.synth_batch * n_total) + hp.final_kd_steps

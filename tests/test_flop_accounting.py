@@ -17,6 +17,7 @@ from dfkd_bench.engine import DistillationRun
 from dfkd_bench.engine.trainer import CurvePoint
 from dfkd_bench.engine.flops import FlopMeter
 from dfkd_bench.plugins import METHODS
+from dfkd_bench.schedule import plan_schedule
 from method_helpers import make_ctx
 
 SPEC = get_dataset("digits")
@@ -41,7 +42,7 @@ def totals(name: str, meter: FlopMeter, resolutions: tuple[int, ...], **override
     ctx = make_ctx(resolutions)
     values = {**{k: v for k, v in SMALL.items() if k in known}, **overrides}
     method = cls(ctx, resolve_hparams(cls.Hparams, "digits", values, name))
-    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), method.hp.equal_schedule(40))
+    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), plan_schedule("equal", method.hp, 40))
     run.flops = run.distiller.flops = meter
     outcome = run.run()
     method.close()
@@ -72,7 +73,7 @@ def test_the_counters_overhead_comes_off_the_synthesis_seconds() -> None:
     between the two rounds' seconds is taken back out of `synth` (a slower plain round gives nothing back)."""
     ctx = make_ctx()
     method = METHODS.get("fast")(ctx, resolve_hparams(METHODS.get("fast").Hparams, "digits", {}, "fast"))
-    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), method.hp.equal_schedule(40))
+    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), plan_schedule("equal", method.hp, 40))
     run.timer.seconds["synth"] = 10.0
     run._discount_counting(("k",), 3.0, counted=True)
     run._discount_counting(("k",), 1.0, counted=False)
@@ -88,7 +89,7 @@ def test_the_discount_never_takes_elapsed_time_below_the_curve() -> None:
     seconds from running backwards (the points already recorded, and logged live, stay as they are)."""
     ctx = make_ctx()
     method = METHODS.get("fast")(ctx, resolve_hparams(METHODS.get("fast").Hparams, "digits", {}, "fast"))
-    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), method.hp.equal_schedule(40))
+    run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), plan_schedule("equal", method.hp, 40))
     run.timer.seconds["synth"], run.timer.seconds["kd"] = 5.0, 0.0
     run.state.curve = [CurvePoint(1, 8, 4.5, 10.0)]
     run._discount_counting(("k",), 3.0, counted=True)

@@ -25,7 +25,7 @@ from dfkd_bench.errors import UserError
 from dfkd_bench.label_embeddings import load_label_embeddings
 from dfkd_bench.models import create_model
 from dfkd_bench.plugins import METHODS
-from dfkd_bench.schedule import online_draws
+from dfkd_bench.schedule import online_draws, plan_schedule
 
 SPEC = get_dataset("digits")
 METHOD_DIR = Path(dfkd_bench.__file__).resolve().parent.parent / "methods"
@@ -132,16 +132,17 @@ def test_capability_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[s
 def test_online_schedule_fixes_fresh_images_by_the_ratio_and_steps_by_the_budget() -> None:
     hp = resolve_hparams(TinyOnlineHparams, "digits", {"kd_steps": "40", "synth_batch": "64",
                                                         "final_kd_steps": "5"}, "tiny_online")
-    schedule = hp.equal_schedule(104)  # 13 fresh batches of 8; 40/64 * 104 + 5 = 70 student steps
+    schedule = plan_schedule("equal", hp, 104)  # 13 fresh batches of 8; 40/64 * 104 + 5 = 70 student steps
     assert schedule.source == "online" and schedule.budget == "images"
     assert schedule.images == 104 and schedule.kd_steps == 70
     assert [r.images for r in schedule.rounds] == [8] * 13  # round_steps 3 is below one batch's 5-6 steps
     assert sorted({r.kd_steps for r in schedule.rounds}) == [5, 6]
-    fresh = resolve_hparams(TinyOnlineHparams, "digits", {"budget": "fresh"}, "tiny_online").equal_schedule(104)
+    fresh_hp = resolve_hparams(TinyOnlineHparams, "digits", {"budget": "fresh"}, "tiny_online")
+    fresh = plan_schedule("equal", fresh_hp, 104)
     assert [r.kd_steps for r in fresh.rounds] == [3, 3, 3, 3, 1] and fresh.images == 104  # a batch a step
     steps = resolve_hparams(TinyOnlineHparams, "digits", {"budget": "steps", "paper_steps": "7"}, "tiny_online")
-    assert steps.equal_schedule(104).kd_steps == 7 and steps.equal_schedule(104).images == 56
-    assert steps.equal_schedule(104).budget == "steps"
+    assert plan_schedule("equal", steps, 104).kd_steps == 7 and plan_schedule("equal", steps, 104).images == 56
+    assert plan_schedule("equal", steps, 104).budget == "steps"
     with pytest.raises(UserError, match="paper_steps"):
         resolve_hparams(TinyOnlineHparams, "digits", {"budget": "steps"}, "tiny_online")
     with pytest.raises(UserError, match="images, fresh, steps"):
@@ -168,7 +169,7 @@ def online_run(tmp_path: Path, n_total: int = 104, seed: int = 0, **overrides: s
 
     method.draw = recorded  # type: ignore[method-assign]
     split = SPEC.open().test_split().subset(20)
-    run = DistillationRun(method, ctx, split, method.hp.equal_schedule(n_total),
+    run = DistillationRun(method, ctx, split, plan_schedule("equal", method.hp, n_total),
                           checkpoint_path=tmp_path / "checkpoint.pt")
     return run, drawn
 
@@ -239,7 +240,7 @@ def test_the_engine_passes_student_features_only_when_declared() -> None:
         ctx = tiny_ctx()
         method = Probe(ctx, resolve_hparams(TinyOnlineHparams, "digits", {}, "tiny_online"))
         method.wants = wants
-        run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), method.hp.equal_schedule(16))
+        run = DistillationRun(method, ctx, SPEC.open().test_split().subset(10), plan_schedule("equal", method.hp, 16))
         run.run()
         step = seen[-1]
         assert step.s_logits.shape == step.t_logits.shape == (8, 10) and step.inputs.shape == (8, 3, 32, 32)
@@ -268,7 +269,7 @@ def test_resume_is_bit_identical_for_a_bank_method(tmp_path: Path) -> None:
         tiny = {"synth_batch": "16", "g_steps": "2", "kd_steps": "4", "kd_batch": "16", "warmup_rounds": "1",
                 "final_kd_steps": "3"}
         method = cls(ctx, resolve_hparams(cls.Hparams, "digits", tiny, "fast"))
-        return DistillationRun(method, ctx, SPEC.open().test_split().subset(20), method.hp.equal_schedule(64),
+        return DistillationRun(method, ctx, SPEC.open().test_split().subset(20), plan_schedule("equal", method.hp, 64),
                                checkpoint_path=folder / "checkpoint.pt")
 
     whole = fast_run(tmp_path / "whole")

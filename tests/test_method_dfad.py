@@ -14,6 +14,7 @@ from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo, StudentStep
 from dfkd_bench.engine import logit_discrepancy
 from dfkd_bench.methods.dfad import Dfad
+from dfkd_bench.schedule import plan_schedule
 from method_helpers import assert_same_next_draw, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_dfad = partial(make_online, Dfad)
@@ -71,6 +72,7 @@ def test_presets_and_validation() -> None:
         assert (hp.nz, hp.stem, hp.g_betas, hp.sample_mode, hp.student_criterion) == (256, 4, (0.5, 0.999), "eval", "l1")
         assert hp.paper_steps == 200 * 400
     hp = resolve_hparams(Dfad.Hparams, "digits", {"budget": "steps"}, "dfad")
-    assert hp.equal_schedule(144).rounds and sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
+    schedule = plan_schedule("equal", hp, 144)
+    assert schedule.rounds and sum(r.kd_steps for r in schedule.rounds) == hp.paper_steps
     with pytest.raises(UserError, match="dfad.adv=0"):
         resolve_hparams(Dfad.Hparams, "digits", {"adv": "0"}, "dfad")

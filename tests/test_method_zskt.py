@@ -15,6 +15,7 @@ from dfkd_bench import UserError
 from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import RoundInfo, StudentStep, kd_loss
 from dfkd_bench.methods.zskt import Zskt, attention_map, attention_transfer, block_outputs, maps_by_size
+from dfkd_bench.schedule import plan_schedule
 from method_helpers import assert_same_next_draw, assert_valid_draws, fixed_step, make_ctx, make_online
 
 make_zskt = partial(make_online, Zskt)
@@ -140,6 +141,6 @@ def test_presets_and_validation() -> None:
         assert (hp.sample_mode, hp.student_criterion, hp.lr_min_ratio) == ("eval", "kl", 0.0)
         assert hp.paper_steps == 200 * 400
     hp = resolve_hparams(Zskt.Hparams, "digits", {"budget": "steps"}, "zskt")
-    assert sum(r.kd_steps for r in hp.equal_schedule(144).rounds) == hp.paper_steps
+    assert sum(r.kd_steps for r in plan_schedule("equal", hp, 144).rounds) == hp.paper_steps
     with pytest.raises(UserError, match="zskt.beta=-1"):
         resolve_hparams(Zskt.Hparams, "digits", {"beta": "-1"}, "zskt")

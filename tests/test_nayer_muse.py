@@ -20,7 +20,7 @@ from dfkd_bench.methods.nayer import Nayer, NoisyLabelGenerator
 from dfkd_bench.models.hooks import CONV_MAP, PENULTIMATE, ForwardRecorder
 from dfkd_bench.resolve import resolve
 from dfkd_bench.runner import run_many
-from dfkd_bench.schedule import RoundInfo
+from dfkd_bench.schedule import RoundInfo, plan_schedule
 from method_helpers import TINY, make_ctx, make_method
 
 class TinyConvNet(nn.Module):
@@ -277,7 +277,8 @@ def _run(method: Nayer, n_total: int = 48) -> tuple[Any, dict[str, set[int]]]:
     method.synthesize = tracked  # type: ignore[method-assign]
     data = get_dataset("digits").open()
     try:
-        outcome = DistillationRun(method, ctx, data.test_split().subset(50), method.hp.equal_schedule(n_total)).run()
+        schedule = plan_schedule("equal", method.hp, n_total)
+        outcome = DistillationRun(method, ctx, data.test_split().subset(50), schedule).run()
     finally:
         hook.remove()
     return outcome, seen

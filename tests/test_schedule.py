@@ -94,3 +94,31 @@ def test_dry_run_prints_the_schedule_without_data() -> None:
               "--dry-run"])
     assert "600 rounds in 220 epochs, 240000 images (200 warm-up rounds); KD 80000 steps" in out
     assert "reset_l0 at round 139" in out
+
+
+def test_one_policy_lays_out_every_protocol_and_source() -> None:
+    """`plan_schedule` is the one entry: bank or online by the hparams' declared source, paper or equal by
+    the protocol (a smoke run takes equal), reset_l0 and g_life from the hparams' `generator_resets` hook."""
+    from dfkd_bench.config import resolve_hparams
+    from dfkd_bench.errors import UserError
+    from dfkd_bench.plugins import METHODS
+    from dfkd_bench.schedule import PROTOCOLS, plan_schedule
+
+    fast, dfad = METHODS.get("fast").Hparams, METHODS.get("dfad").Hparams
+    bank = resolve_hparams(fast, "cifar10", {"reset_l0": "true"}, "fast")
+    online = resolve_hparams(dfad, "cifar10", {}, "dfad", protocol="paper")
+    reference, online_reference = fast.PAPER["cifar10"], dfad.PAPER["cifar10"]
+    assert (bank.SAMPLE_SOURCE, online.SAMPLE_SOURCE) == ("bank", "online")
+    paper = plan_schedule("paper", bank, 56320, reference)
+    assert (paper.protocol, paper.source, paper.lr_per_epoch, paper.reset_l0_rounds()) == ("paper", "bank", True, [139])
+    equal = plan_schedule("equal", bank, 56320, reference)
+    assert (equal.protocol, equal.source, equal.lr_per_epoch) == ("equal", "bank", False)
+    assert equal.reset_l0_rounds() == [round(139 / 220 * len(equal.rounds))]  # the reference's fraction
+    assert plan_schedule("paper", bank, 56320, reference, smoke=True).protocol == "equal"
+    online_paper = plan_schedule("paper", online, 2 * 400 * online.kd_batch, online_reference)
+    assert (online_paper.source, len(online_paper.rounds), online_paper.kd_steps) == ("online", 2, 800)
+    assert plan_schedule("equal", online, 10 * online.kd_batch).source == "online"
+    with pytest.raises(UserError, match="choose from: " + ", ".join(PROTOCOLS)):
+        plan_schedule("fast", bank, 100)
+    with pytest.raises(UserError, match="no reference schedule"):
+        plan_schedule("paper", bank, 100, None)

@@ -18,7 +18,7 @@ from dfkd_bench.methods.dfad import Dfad
 from dfkd_bench.methods.nayer import Nayer
 from dfkd_bench.outputs import read_runs
 from dfkd_bench.runner import run as run_api
-from dfkd_bench.schedule import RoundInfo, equal_schedule
+from dfkd_bench.schedule import RoundInfo, equal_schedule, plan_schedule
 from dfkd_bench.sweep import load_sweep
 
 IMAGE_S, KD_STEP_S = 1 / 32, 0.05  # what the controlled clock charges per synthesised image and per student step
@@ -60,7 +60,7 @@ def budgeted_run(monkeypatch: pytest.MonkeyPatch, budget: float | None, tmp_path
 
     method.synthesize = charged_synthesis  # type: ignore[method-assign]
     split = get_dataset("digits").open().test_split().subset(40)
-    run = DistillationRun(method, method.ctx, split, method.hp.equal_schedule(n_total),
+    run = DistillationRun(method, method.ctx, split, plan_schedule("equal", method.hp, n_total),
                           checkpoint_path=tmp_path / "checkpoint.pt",
                           time_budget=TimeBudget(budget) if budget else None)
     charge_training(run, clock, kd_step_s)
@@ -172,7 +172,8 @@ def test_online_methods_stop_before_a_generator_phase_that_would_overrun(monkeyp
 
     method.train_generator = charged_phase  # type: ignore[method-assign]
     split = get_dataset("digits").open().test_split().subset(40)
-    run = DistillationRun(method, method.ctx, split, method.hp.equal_schedule(4000), time_budget=TimeBudget(3.1))
+    run = DistillationRun(method, method.ctx, split, plan_schedule("equal", method.hp, 4000),
+                          time_budget=TimeBudget(3.1))
     charge_training(run, clock)
     outcome = run.run()
     phase = PHASE_S + KD_STEP_S * method.student_steps_per_generator_step

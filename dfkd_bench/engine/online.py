@@ -3,7 +3,8 @@
 
 The budget stays the suite's one quantity: a run at ratio r lets the student see r x train_size
 distinct synthetic images, drawn fresh from the generator in round(r x train_size / kd_batch) batches
-of kd_batch. `budget` says how many student steps they feed:
+of kd_batch. `budget` says how many student steps they feed (the schedule policy,
+`schedule.plan_schedule`, lays them out):
 
 - "images" (the default, the equal protocol): as many student steps as a bank method takes on the
   same images (the shared rate, kd_per_image or kd_steps / synth_batch per image, plus final_kd_steps),
@@ -17,7 +18,7 @@ A round is `round_steps` student steps, ending with an evaluation and a checkpoi
 `s_steps` student steps the generator takes `g_steps` steps of its own (on batches of its own, which
 the student never sees), with one persistent optimiser (Adam at lr_g, betas g_betas).
 
-Under `--protocol paper` the run is the reference script's instead (`paper_schedule`): its epochs of
+Under `--protocol paper` the run is the reference script's instead (`online_paper_schedule`): its epochs of
 KD steps, each step on a fresh batch, the student's cosine stepped once an epoch; the ratio picks how
 many epochs, as for bank methods.
 
@@ -40,13 +41,12 @@ import torch.nn.functional as F
 from ..config import MethodHparams
 from ..distributed import running_statistics
 from ..errors import UserError
-from ..schedule import ReferenceSchedule, RoundInfo, Schedule, online_paper_schedule, online_schedule
+from ..schedule import BUDGETS, ReferenceSchedule, RoundInfo
 from .generator_method import GeneratorHparams, GeneratorMethod, GeneratorStep, LatentGeneratorMethod, LatentHparams
 from .generators import LatentGenerator
 from .losses import kd_loss
 from .method import MethodContext, StudentStep, SyntheticBatch
 
-BUDGETS = ("images", "fresh", "steps")
 DATAFREE_LOOP = ("datafree_kd.py: 200 epochs x 400 KD steps (--epochs 200 --ep_steps 400), a fresh batch each, "
                  "SGD momentum 0.9 wd 1e-4, cosine to 0 stepped once an epoch, eval-mode sampling")
 SAMPLE_MODES = ("eval", "train")
@@ -86,6 +86,8 @@ class OnlineHparams(GeneratorHparams):
     (`student_criterion`). No warm-up, no bank, no synthesis augmentation, keep-best or BN term by
     default (DFQ turns bn on)."""
 
+    SAMPLE_SOURCE: ClassVar[str] = "online"
+
     s_steps: int = 1
     round_steps: int = 50
     budget: str = "images"
@@ -109,23 +111,6 @@ class OnlineHparams(GeneratorHparams):
         if self.budget == "steps" and self.paper_steps < 1:
             raise UserError(f"{method}.budget=steps needs {method}.paper_steps >= 1 (the paper's student steps); "
                             f"this preset has none")
-
-    def equal_schedule(self, n_total: int, reference: ReferenceSchedule | None = None) -> Schedule:
-        """Fresh batches and student steps under the budget (module docstring), in rounds of round_steps."""
-        batches = max(1, round(n_total / self.kd_batch))
-        if self.budget == "steps":
-            batches = steps = self.paper_steps
-        elif self.budget == "fresh":
-            steps = batches
-        else:
-            rate = self.kd_per_image or self.kd_steps / self.synth_batch
-            steps = max(batches, round(rate * n_total) + self.final_kd_steps)
-        return online_schedule(steps, batches, self.kd_batch, self.round_steps, self.budget)
-
-    def paper_schedule(self, n_total: int, reference: ReferenceSchedule) -> Schedule:
-        """The reference script's epochs of KD steps on fresh batches of kd_batch, one round and one cosine
-        step an epoch, as many epochs as the ratio's images fill."""
-        return online_paper_schedule(n_total, reference, self.kd_batch)
 
     def student_loss_label(self) -> str:
         """The student's loss as the run's plan names it (`student_criterion`)."""

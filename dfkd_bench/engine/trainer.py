@@ -32,7 +32,8 @@ class Diverged(RuntimeError):
 
 
 class DistillationRun:
-    """Drives a method through a schedule's rounds (built by the protocol: `schedule.py`, `hp.equal_schedule`)."""
+    """Drives a method through the rounds of a `Schedule` (laid out before the run by the schedule policy,
+    `schedule.plan_schedule`)."""
 
     def __init__(self, method: Method, ctx: MethodContext, test_split: EvalSplit,
                  schedule: Schedule, checkpoint_path: str | Path | None = None,
