@@ -21,6 +21,7 @@ from .engine.checkpoint import save_atomic
 from .engine.compile import compile_run
 from .engine.flops import achieved_rate
 from .engine.memory import free_device_memory, is_out_of_memory
+from .engine.precision import amp_dtype_for, device_name, precision_name
 from .engine.timing import peak_memory_mb
 from .errors import UserError
 from .models import create_model
@@ -87,6 +88,7 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "teacher": resolved.teacher, "student": resolved.student, "ratio": c.ratio,
             "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
+            "amp": precision_name(amp_dtype_for(c.amp, resolved.device)), "device_name": device_name(resolved.device),
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
             "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
             "budget": resolved.schedule.budget, "world_size": resolved.world_size,

@@ -18,7 +18,7 @@ RUNS_COLUMNS = [
     "status", "error", "started_at", "version", "smoke", "protocol", "time_budget",
     "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop", "kd_tflop",
     "synth_tflops", "kd_tflops", "protocol_notes", "kd_steps", "paper_kd_steps", "rounds", "round_images",
-    "tolerance_s", "unit_s", "num_classes",
+    "tolerance_s", "unit_s", "num_classes", "amp", "device_name",
 ]
 
 

@@ -4,7 +4,8 @@ Only non-smoke rows with `status` ok (or over_budget, see below) count; what was
 returned with the table. The best own-result cell of each column is marked (highest mean accuracy,
 lowest seconds); published reference numbers (`assets/reference/published_results.csv`) can be added
 as extra rows, for accuracy only. A cell with a run that overran its time budget shows `—‡`, never a
-number; an accuracy near chance is marked `†`; footnotes say why.
+number; an accuracy near chance is marked `†`; footnotes say why. Results that mix precisions get `amp`
+added to the row keys (unless it is a key already), so no cell averages bf16 and fp32 runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pandas as pd
 from ..errors import UserError
 from . import latex
 from .footnotes import OVER_BUDGET, OVER_BUDGET_MARK, ClassCount, Footnotes, markdown_lines
-from .tables import add_time_to_accuracy, chosen_methods, is_smoke, read_runs_csv
+from .tables import add_time_to_accuracy, chosen_methods, is_smoke, mixed_precision, read_runs_csv
 
 PUBLISHED_CSV = Path(__file__).resolve().parent.parent / "assets" / "reference" / "published_results.csv"
 PUBLISHED_KEYS = ("method", "dataset", "teacher", "student")
@@ -152,6 +153,8 @@ def build_pivot(out_dir: str | Path, rows: str | Sequence[str] = "method", cols:
     df = every[~smoke & counted].assign(status=status).reset_index(drop=True)
     df = _budget_rows(df, row_keys + col_keys, left_out)
     df = _image_budget_rows(df, row_keys + col_keys, left_out)
+    if "amp" not in row_keys + col_keys and mixed_precision(df):
+        row_keys = row_keys + ["amp"]  # a cell never averages bf16 and fp32 runs: the rows name the precision
     if df.empty:
         raise UserError(f"no finished (status ok, non-smoke) runs in {Path(out_dir) / 'runs.csv'}; "
                         f"{Pivot([], [], metric, [], [], [], left_out).left_out_line()}")

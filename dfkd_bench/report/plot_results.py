@@ -11,7 +11,7 @@ import seaborn as sns
 
 from ..errors import UserError
 from .footnotes import overran
-from .tables import chosen_methods, read_runs_csv, require_runs_csv
+from .tables import chosen_methods, mixed_precision, read_runs_csv, require_runs_csv
 
 LINESTYLES = ["-", "--", ":", "-."]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
@@ -112,6 +112,9 @@ def load_results(folder: str | Path) -> Results:
     over = overran(df)
     if df.empty:
         raise UserError(f"no finished (status ok or over_budget, non-smoke) runs in {folder / 'runs.csv'}")
+    if mixed_precision(df):  # a figure's means over seeds would average bf16 and fp32 runs
+        raise UserError(f"{folder / 'runs.csv'} mixes precisions ({', '.join(sorted(set(df['amp'])))}); "
+                        f"figures need runs of one: put each precision's runs in its own folder")
     return Results(folder, df[~over].reset_index(drop=True), df[over].reset_index(drop=True),
                    method_palette(list(df["method"])))
 

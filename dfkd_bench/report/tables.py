@@ -12,7 +12,7 @@ from ..errors import UserError
 from . import latex
 from .footnotes import OVER_BUDGET, ClassCount, Footnotes, markdown_lines, overran
 
-GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "variant", "time_budget"]
+GROUP_KEYS = ["method", "dataset", "teacher", "student", "ratio", "resolution", "amp", "variant", "time_budget"]
 TIME_TO_ACCURACY = re.compile(r"^t\d+(?:\.\d+)?_s$")  # columns added by add_time_to_accuracy, e.g. t95_s
 NUMERIC = ["teacher_acc", "student_acc", "synth_s", "kd_s", "eval_s", "total_s", "n_synthetic", "peak_mem_mb"]
 
@@ -23,7 +23,23 @@ def runs_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     for col in NUMERIC + ["ratio", "seed"]:
         if col in df:
             df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df.assign(time_budget=budget_labels(df))
+    return df.assign(time_budget=budget_labels(df), amp=precision_labels(df))
+
+
+def precision_labels(df: pd.DataFrame) -> pd.Series:
+    """`amp` as a grouping label, "bf16" or "fp32": the precision a row records, or for a row written before the
+    column the default of its time (fp32 on the CPU, bf16 autocast on CUDA); "" where the device is unknown too."""
+    recorded = df["amp"] if "amp" in df else pd.Series("", index=df.index, dtype=object)
+    recorded = recorded.map(lambda v: "" if pd.isna(v) else str(v).strip())
+    device = df["device"] if "device" in df else pd.Series("", index=df.index, dtype=object)
+    legacy = device.map(lambda v: "" if pd.isna(v) or not str(v).strip() else "fp32" if str(v).strip() == "cpu"
+                        else "bf16")
+    return recorded.where(recorded != "", legacy).astype(object)
+
+
+def mixed_precision(df: pd.DataFrame) -> bool:
+    """Whether the rows hold more than one precision (then a table must show it: its means never mix them)."""
+    return "amp" in df and df["amp"].nunique() > 1
 
 
 def budget_labels(df: pd.DataFrame) -> pd.Series:
@@ -70,7 +86,8 @@ def summary_runs(df: pd.DataFrame) -> pd.DataFrame:
     show their seconds, never an accuracy)."""
     status = df["status"].fillna("").astype(str).str.strip()
     return df[status.isin(["ok", OVER_BUDGET])].assign(
-        variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1], time_budget=budget_labels)
+        variant=lambda d: d["run_id"].astype(str).str.rsplit("-", n=1).str[-1], time_budget=budget_labels,
+        amp=precision_labels)
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +114,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         overran=("overran", "any"),
     ).reset_index()
     out.loc[out["overran"], ["student_acc", "student_acc_std"]] = float("nan")
-    return out.drop(columns="overran")
+    return out.drop(columns=["overran"] + ([] if mixed_precision(runs) else ["amp"]))
 
 
 def marked_summary(df: pd.DataFrame, classes_of: ClassCount | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -111,6 +128,7 @@ def marked_summary(df: pd.DataFrame, classes_of: ClassCount | None = None) -> tu
     groups = (part for _, part in summary_runs(df).groupby(GROUP_KEYS, sort=False))
     for row, part in zip(summary.to_dict("records"), groups):
         where = f"ratio={row['ratio']:g}, resolution={row['resolution']}" + (
+            f", amp={row['amp']}" if "amp" in row else "") + (
             f", time_budget={row['time_budget']}" if row["time_budget"] else "")
         mark = notes.mark(row["method"], where, part, row["student_acc"], classes_of)
         accuracy.append(_two_decimals(row["student_acc"]) + mark)
