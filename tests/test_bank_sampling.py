@@ -40,7 +40,7 @@ def _bank(sizes: dict[int, int]) -> SyntheticBank:
     return bank
 
 
-def _check_aligned(x: torch.Tensor, y: torch.Tensor, res: int) -> None:
+def check_aligned(x: torch.Tensor, y: torch.Tensor, res: int) -> None:
     assert x.shape[-1] == res and x.shape[0] == y.shape[0]
     assert bool(((y // 1000) == res).all())
     assert torch.allclose(x.flatten(1).mean(1), ((y % 1000) % 200).float() / 255, atol=1e-6)
@@ -54,7 +54,7 @@ def test_single_resolution_sample_is_the_old_stream() -> None:
         picks = torch.randint(0, 37, (batch,), generator=ref)  # what sample always drew
         assert torch.equal(y, bank.labels(32)[picks])
         assert torch.equal(x, bank.images(32)[picks].float() / 255)
-        _check_aligned(x, y, 32)
+        check_aligned(x, y, 32)
     assert torch.equal(g.get_state(), ref.get_state())
 
 
@@ -71,7 +71,7 @@ def test_multi_resolution_split_is_proportional_and_labels_aligned() -> None:
         assert [x.shape[-1] for x, _ in groups] == sorted(x.shape[-1] for x, _ in groups)
         for x, y in groups:
             res = x.shape[-1]
-            _check_aligned(x, y, res)
+            check_aligned(x, y, res)
             drawn[res] += y.shape[0]
     n = batch * steps
     for res, size in sizes.items():

@@ -32,7 +32,7 @@ class _DeviceGenerator:
 
 def _batch(res: int, n: int, first: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` constant images of resolution `res`, labelled 1000*res + i for i from `first`, with pixel
-    value (i % 200) / 255 (what `_check_aligned` checks)."""
+    value (i % 200) / 255 (what `test_bank_sampling.check_aligned` checks)."""
     i = torch.arange(first, first + n)
     x = ((i % 200).float() / 255).view(-1, 1, 1, 1).expand(-1, CHANNELS, res, res).contiguous()
     return x, 1000 * res + i
@@ -53,11 +53,6 @@ def _fill(bank: SyntheticBank, sizes: dict[int, int], batch: int = 4) -> dict[in
 
 def _image_bytes(res: int, n: int = 1) -> int:
     return n * CHANNELS * res * res
-
-
-def _allocated(bank: SyntheticBank) -> int:
-    """Bytes the bank has allocated for images, filled or not (white-box: the growth cap)."""
-    return sum(t.numel() for t in bank._images.values())
 
 
 def _restored(bank: SyntheticBank, budget: int | None) -> SyntheticBank:
@@ -89,7 +84,7 @@ def test_spills_to_the_host_past_its_budget_and_loses_nothing() -> None:
         added.append(to_uint8(x))
         assert bank.tier == ("device" if k < 3 else "host")
         if k < 3:
-            assert _allocated(bank) <= budget  # growth stops at the budget instead of doubling past it
+            assert bank.allocated_bytes() <= budget  # growth stops at the budget instead of doubling past it
     assert bank.spilled_at == 3 * batch
     assert bank.storage_device == torch.device("cpu") and bank.images(res).device.type == "cpu"
     assert torch.equal(bank.images(res), torch.cat(added))
@@ -126,7 +121,7 @@ def test_a_spilled_bank_samples_the_same_images(sizes: dict[int, int], size: int
     _assert_same_samples(resident, spilled, ga, gb, size)
     assert torch.equal(ga.get_state(), gb.get_state())
     for x, y in spilled.sample(64, gb):
-        sampling._check_aligned(x, y, x.shape[-1])
+        sampling.check_aligned(x, y, x.shape[-1])
 
 
 def test_host_tier_sample_makes_no_host_reads(host_reads: list[str]) -> None:

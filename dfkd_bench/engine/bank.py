@@ -81,6 +81,10 @@ class SyntheticBank:
         """Memory held by the stored images."""
         return sum(self.images(r).numel() for r in self._count)
 
+    def allocated_bytes(self) -> int:
+        """Memory allocated for images, filled or not: what the device budget caps (rows grow by doubling)."""
+        return sum(t.numel() for t in self._images.values())
+
     def add(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Append a batch of [0,1] images (N, C, r, r), or images already quantised to uint8, with their labels."""
         res, n = int(images.shape[-1]), images.shape[0]

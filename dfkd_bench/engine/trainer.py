@@ -17,6 +17,7 @@ from .budget import BudgetPlanner, TimeBudget
 from .distill import Distiller
 from ..data.split import EvalSplit
 from .evaluate import correct_predictions
+from .flop_overhead import CounterOverhead
 from .flops import FlopMeter
 from .run_record import CurvePoint, RoundCallback, RunOutcome, RunState
 from .method import Method, MethodContext
@@ -65,7 +66,7 @@ class DistillationRun:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            cosine_factor(1.0, hp.lr_min_ratio, self.schedule.lr_steps))
         self.flops = FlopMeter()
-        self._counted_seconds: dict[tuple, float] = {}  # synthesis seconds of rounds run under the FLOP counter
+        self.counter_overhead = CounterOverhead()
         self.distiller = Distiller(ctx, method, self.optimizer,
                                    None if self.schedule.lr_per_epoch else self.scheduler, self.flops)
         self.state = RunState()
@@ -218,7 +219,8 @@ class DistillationRun:
                 finite = finite & torch.isfinite(torch.as_tensor(batch.kept_loss, device=finite.device))
             images, labels = self._gathered(batch.images, batch.labels, info.images)
         synth_s = self.timer.get("synth") - before
-        self._discount_counting(key, synth_s, counting)
+        floor = self.state.curve[-1].elapsed_s if self.state.curve else 0.0
+        self.timer.discount("synth", self.counter_overhead.discount(key, synth_s, counting, self._spent() - floor))
         if not self.group.all_true(finite):  # the round's one host read of its synthesis
             raise Diverged(f"synthesis diverged in round {info.index} (loss {batch.loss})")
         self.bank.add(images, labels)
@@ -244,18 +246,6 @@ class DistillationRun:
         """Count the synthesis FLOPs of `key` (once, then cached); not under a time budget, where the
         counter's per-op overhead (several times a small round's own cost) would be charged to the budget."""
         return self.flops.measure("synth", key) if self.counts_synthesis else self.flops.uncounted()
-
-    def _discount_counting(self, key: tuple, seconds: float, counted: bool) -> None:
-        """Take the FLOP counter's own overhead out of the synthesis seconds: the first round of a work
-        key runs under the counter (slower: Python dispatch per op); when a round of the
-        same key next runs plain, the difference between the two comes off (a key seen once keeps it),
-        at most down to the curve's last elapsed seconds, so elapsed time never runs backwards."""
-        if counted:
-            self._counted_seconds[key] = seconds
-        elif key in self._counted_seconds:
-            counted_seconds = self._counted_seconds.pop(key)
-            floor = self.state.curve[-1].elapsed_s if self.state.curve else 0.0
-            self.timer.discount("synth", max(0.0, min(counted_seconds - seconds, self._spent() - floor)))
 
     def _gathered(self, images: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's new images and labels, in rank order; gathered as uint8, which the bank keeps as is."""
@@ -299,7 +289,7 @@ class DistillationRun:
                 self.optimizer, cosine_factor(current, self.hp.lr_min_ratio, steps))
             self.distiller.scheduler = self.scheduler
 
-    def _final_kd(self) -> int:
+    def final_kd(self) -> int:
         """The final KD phase: the schedule's steps, or for a run its budget stopped, those scaled to the
         images made. Under a budget they are cut to the seconds left, and a bank run the budget stopped
         fills those seconds with student steps (the cosine re-laid over what runs). Returns the steps run."""
@@ -372,7 +362,7 @@ class DistillationRun:
     def _finish(self) -> RunOutcome:
         """The final KD and evaluation, and what the run measured (over budget or not)."""
         rounds_run = self.state.next_round
-        if self._final_kd() > 0:
+        if self.final_kd() > 0:
             align_shared_modules(self.group, self.method.shared_modules(), "the final KD")
             self._evaluate(rounds_run)
         elif not self.state.curve or self.state.curve[-1].round != rounds_run:
