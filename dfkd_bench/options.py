@@ -26,6 +26,7 @@ class Option:
     choices: tuple[str, ...] = ()
     machine: bool = False   # says where a grid runs, not what it compares: `sweep` may override the file
     hparam: str = ""        # sets this hyper-parameter of every method of the run (`--set` wins)
+    positive: bool = False  # a number that must be > 0
 
 
 def option(default: Any, help: str, **how: Any) -> Any:
@@ -50,7 +51,7 @@ class RunConfig:
         None, "ONE run generating at several resolutions, e.g. 16,32 (MUSE); several sets, e.g. '16,32;8,16,32', "
         "sweep. Only methods that generate at several resolutions take it.", kind=tuple, sweeps=True)
     time_budget: float | None = option(None, "Seconds of synthesis + KD per run; the ratio then caps the images.",
-                                       kind=float, sweeps=True, identity="unless_default")
+                                       kind=float, sweeps=True, identity="unless_default", positive=True)
     seed: int = option(0, "Seed.", kind=int, sweeps=True, identity="always")
     device: str = option("auto", "auto, cpu or cuda.", identity="always", machine=True)
     data_root: str | None = option(None, "Folder with the dataset's files (default $DFKD_BENCH_DATA; digits needs "
@@ -73,7 +74,7 @@ class RunConfig:
     auto_batch: bool = option(False, "After running out of memory, retry at half the batch sizes (same images "
                                      "seen), down to a floor.", kind=bool, machine=True)
     eval_every: int | None = option(None, "Rounds between test-set evaluations of the curve (default: the "
-                                          "method's).", kind=int, hparam="eval_every")
+                                          "method's).", kind=int, hparam="eval_every", positive=True)
     overrides: dict[str, str] = field(default_factory=dict)
 
 
@@ -132,6 +133,8 @@ def cast_value(name: str, value: Any, where: str) -> Any:
         raise UserError(f"{label(name, where)}: expected {what.get(opt.kind, 'text')}, got {value!r}") from None
     if opt.kind is float and not math.isfinite(converted):
         raise UserError(f"{label(name, where)}: expected a finite number, got {value!r}")
+    if opt.positive and not converted > 0:
+        raise UserError(f"{label(name, where)}: must be a positive number, got {value!r}")
     if opt.choices and converted not in opt.choices:
         raise UserError(f"{label(name, where)} {converted!r}; choose from: {', '.join(opt.choices)}")
     return converted

@@ -185,7 +185,7 @@ def test_resolution_panels_per_method(res: plots.Results) -> None:
 
 
 def test_resolution_needs_two_resolutions(one_resolution: Path) -> None:
-    with pytest.raises(plots.NoData, match="--sweep-resolutions 16,32"):
+    with pytest.raises(plots.NoData, match="--resolution 16,32"):
         plots.make_figure("resolution", plots.load_results(one_resolution))
 
 
