@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from .config import hparams_dict
 from .engine.method import amp_dtype_for
 from .schedule import Schedule
@@ -33,41 +31,23 @@ def schedule_plan(schedule: Schedule, lr: float, lr_min_ratio: float, eval_every
 
 
 def generator_parameters(resolved: "ResolvedRun") -> int:
-    """Parameters of the method's generator (0 for pixel-optimising methods), counted on a method built
-    on the CPU with untrained models: no data, teacher weights or accelerator needed."""
-    from .engine import GeneratorMethod, MethodContext
-    from .models import create_model
+    """Parameters of the method's generator (0 for pixel-optimising methods), counted on the method built
+    on the meta device with untrained models (`cost.meta`): no data, weights, accelerator or allocation."""
+    from .cost.meta import meta_method
+    from .engine import GeneratorMethod
 
-    spec = resolved.spec
     if not issubclass(resolved.method_cls, GeneratorMethod):
         return 0
-    teacher = create_model(resolved.teacher, spec.num_classes, spec.in_chans)
-    student = create_model(resolved.student, spec.num_classes, spec.in_chans)
-    ctx = MethodContext.create(teacher, student, spec, resolved.config.seed, resolved.resolutions, "cpu", "off",
-                               label_embeddings_loader=lambda: _embeddings_shape_only(resolved))
-    method = resolved.method_cls(ctx, resolved.run_hparams)
-    try:
+    with meta_method(resolved) as method:
         return sum(p.numel() for p in method.generator.parameters())
-    finally:
-        method.close()
-
-
-def _embeddings_shape_only(resolved: "ResolvedRun") -> torch.Tensor:
-    """Zeros shaped like the run's label embeddings (its own file's width, else the shipped files' 384):
-    the generator's size depends only on the width."""
-    from .label_embeddings import load_label_embeddings
-
-    path = resolved.config.label_embeddings
-    width = load_label_embeddings(path=path).vectors.shape[1] if path else SHIPPED_EMBEDDING_WIDTH
-    return torch.zeros(resolved.spec.num_classes, width)
-
-
-SHIPPED_EMBEDDING_WIDTH = 384  # all-MiniLM-L6-v2, the width of every label-embedding file the package ships
 
 
 def run_plan(resolved: "ResolvedRun") -> dict[str, Any]:
     """One run's plan: every run option as resolved (the header, generated from `RunConfig`'s schema), the
-    student's recipe and loss, the generator's size and the schedule."""
+    student's recipe and loss, the generator's size, the schedule and its cost (counted TFLOP, predicted
+    seconds and their basis: `cost.predict`)."""
+    from .cost.predict import cost_plan
+
     hp, config = resolved.run_hparams, resolved.config
     return {
         "run_id": resolved.run_id, "method": resolved.method_cls.name, **resolved.option_values(),
@@ -79,4 +59,5 @@ def run_plan(resolved: "ResolvedRun") -> dict[str, Any]:
         "generator_parameters": generator_parameters(resolved),
         "schedule": schedule_plan(resolved.schedule, hp.lr, hp.lr_min_ratio, hp.eval_every),
         "hparams": hparams_dict(hp),
+        "cost": cost_plan(resolved),
     }

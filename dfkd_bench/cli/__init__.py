@@ -13,7 +13,7 @@ from ..errors import UserError
 from .common import INVOCATION, cli
 
 # the command groups register themselves on `cli` when imported
-from . import listing, results, run, sweep, teacher  # noqa: E402,F401
+from . import calibrate, listing, results, run, sweep, teacher  # noqa: E402,F401
 
 
 class OnceWarnings:
