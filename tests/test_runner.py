@@ -35,7 +35,7 @@ REQUIRED_COLUMNS = ["run_id", "method", "dataset", "teacher", "student", "ratio"
                     "peak_mem_mb", "device", "status", "error", "started_at", "version", "smoke", "protocol",
                     "time_budget", "budget", "synth_batch", "kd_batch", "world_size", "bank_tier", "synth_tflop",
                     "kd_tflop", "synth_tflops", "kd_tflops", "protocol_notes", "kd_steps", "paper_kd_steps",
-                    "rounds", "round_images", "tolerance_s", "unit_s", "num_classes"]
+                    "rounds", "round_images", "tolerance_s", "unit_s", "num_classes", "amp", "device_name"]
 N_SYNTHETIC = round(0.05 * 1437)  # ratio 0.05 of the digits training split
 ROUNDS = math.ceil(N_SYNTHETIC / 16)
 
