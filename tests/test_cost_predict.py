@@ -117,3 +117,16 @@ def test_dry_run_json_carries_the_cost(own_cache: Path) -> None:
         assert cost["device"] == device_name(torch.device("cpu")) and cost["precision"] == "fp32"
     save(calibration())
     assert all(p["cost"]["basis"].startswith("calibrated on") for p in json.loads(ok(args)))
+
+
+def test_dry_runs_print_predicted_seconds_and_device_hours(own_cache: Path, tmp_path: Path) -> None:
+    out = ok(["run", "--methods", "nayer", "--ratio", "0.02", "--device", "cpu", "--set", "nayer.g_steps=2",
+              "--dry-run"])
+    assert "predicted synth" in out and "TFLOP" in out
+    assert "device-hours of synthesis + KD for 1 runs" in out and "assumed: 25% of the" in out
+    spec = tmp_path / "grid.toml"
+    spec.write_text('dataset = "digits"\nmethods = ["nayer"]\nratios = [0.02]\nseeds = [0, 1]\ndevice = "cpu"\n'
+                    '[set]\n"nayer.g_steps" = 2\n')
+    printed = ok(["sweep", str(spec), "--out", str(tmp_path / "out"), "--dry-run"])
+    predicted = [line for line in printed.splitlines() if "to do" in line and "predicted" in line]
+    assert len(predicted) == 2 and "device-hours of synthesis + KD for 2 runs" in printed

@@ -21,10 +21,10 @@ def calibrate_cmd(device: str, amp: str, quiet: bool) -> None:
     $DFKD_BENCH_CACHE/calibration/<device-name>.json; `run --dry-run` and `sweep --dry-run` use them."""
     from ..cost.probes import Probe, calibrate, probes_for
     from ..cost.rates import save
-    from ..resolve import pick_device
+    from ..resolve import pick_device, resolve
 
     dev = pick_device(device)
-    probes = probes_for(dev)
+    probes = [(p, resolve(p.config(dev, amp), need_data=False, world_size=1)) for p in probes_for(dev)]
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True, disable=quiet)
     with progress:

@@ -154,12 +154,17 @@ def run_cmd(methods: str, pairs: tuple[str, ...], download: bool, sets: tuple[st
         click.echo(json.dumps([run_plan(res) for res in rows], indent=1))
         return
     if dry_run:
-        for res in rows:
+        from ..cost.predict import predict_runs, summary_line
+
+        predictions = predict_runs(rows)
+        for res, prediction in zip(rows, predictions):
             console.print(f"{res.run_id}: {res.method_cls.name} {res.spec.name} ratio={res.config.ratio:g} "
                           f"{res.resolution_label}px {res.teacher}->{res.student}", markup=False)
             bank = (f"bank about {bank_bytes(res.n_synthetic, res.spec.in_chans, res.resolutions) / 2**30:.2f} GiB uint8"
                     if res.schedule.source == "bank" else f"online: no bank, {res.schedule.budget} budget")
             console.print(f"  {res.schedule.describe()}; {bank}", markup=False)
+            console.print(f"  {prediction.line()}", markup=False)
+        console.print(summary_line(predictions), markup=False)
         return
     print_table(rows)
     console.print(f"results: {Path(out_dir) / 'runs.csv'}")

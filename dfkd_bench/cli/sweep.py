@@ -97,15 +97,21 @@ def _wait_and_merge(submission: Any, force: bool) -> None:
 
 
 def print_plan(configs: list[RunConfig], out_dir: str) -> None:
-    """One line per run (id, status, images, estimated seconds), then the totals."""
+    """One line per run (id, status, images, estimated seconds from finished runs, predicted seconds from
+    its counted work), then the totals and the predicted device-hours of the runs still to do."""
+    from ..cost.predict import predict_runs, summary_line
     from ..grid import plan
 
     planned = plan(configs, out_dir)
+    todo = [p for p in planned if p.status != "done"]
+    predicted = dict(zip(map(id, todo), predict_runs([p.resolved for p in todo])))
     for p in planned:
         cost = f"~{p.estimate_s:.0f}s" if p.estimate_s is not None else ("-" if p.status == "done" else "no estimate")
+        prediction = predicted.get(id(p))
+        cost += f"  predicted {prediction.total_s:.0f}s" if prediction else ""
         console.print(f"{p.resolved.run_id}  {p.status:<7}  {p.resolved.n_synthetic} images  {cost}", markup=False)
-    todo = [p for p in planned if p.status != "done"]
     known = sum(p.estimate_s for p in todo if p.estimate_s is not None)
     console.print(f"{len(planned)} runs: {len(planned) - len(todo)} done, {len(todo)} to do or partial, "
                   f"{sum(p.resolved.n_synthetic for p in todo)} images to make; estimated {known:.0f}s for the "
                   f"{sum(p.estimate_s is not None for p in todo)} with finished runs to go by", markup=False)
+    console.print(summary_line(list(predicted.values())), markup=False)

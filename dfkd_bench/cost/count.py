@@ -16,7 +16,8 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Hashable
 
 import torch
 
@@ -41,7 +42,6 @@ class PhaseCount:
     """A phase's work: each distinct piece (by work key) with its Work and how often the run does it."""
 
     pieces: dict[Hashable, tuple[Work, float]] = field(default_factory=dict)
-    steps: int = 0  # synthesis steps or student steps the phase takes in all
 
     def add(self, key: Hashable, work: Work, times: float) -> None:
         """`times` more of `key`'s work."""
@@ -58,6 +58,7 @@ class PhaseCount:
 
     @property
     def tflop(self) -> float:
+        """The phase's FLOPs in TFLOP, as runs.csv records them."""
         return self.total.flops / 1e12
 
 
@@ -69,9 +70,6 @@ class RunCount:
     synth: PhaseCount
     kd: PhaseCount
     synth_recorded: bool = True  # False under a time budget: a real run does not count synthesis there
-
-    def phases(self) -> dict[str, PhaseCount]:
-        return {"synth": self.synth, "kd": self.kd}
 
 
 _COUNTED: dict[str, RunCount] = {}  # by the run's identity less its seed (the seed changes no shape)
@@ -91,11 +89,6 @@ def count_run(resolved: "ResolvedRun") -> RunCount:
     return replace(_COUNTED[key], run_id=resolved.run_id)
 
 
-def count_runs(runs: Sequence["ResolvedRun"]) -> list[RunCount]:
-    """`count_run` for each run."""
-    return [count_run(r) for r in runs]
-
-
 def step_counts(hp: Any) -> dict[str, int]:
     """The run's value of each STEP_FIELDS hyper-parameter it has."""
     names = {f.name for f in fields(hp)}
@@ -110,9 +103,9 @@ class _Counter:
         self.schedule = resolved.schedule
         self.hp = method.hp
         self.synth, self.kd = PhaseCount(), PhaseCount()
-        self.cache: dict[Hashable, Any] = {}  # output shapes of meta operators seen (work.measure)
 
     def count(self) -> None:
+        """Fill `synth` and `kd` from the schedule."""
         if self.schedule.source == "online":
             self._online()
         else:
@@ -131,7 +124,7 @@ class _Counter:
         settled: set[Hashable] = set()  # keys whose rounds no longer change the shapes of the method's state
         replayed = 0
         for index, info in enumerate(rounds[:max(first.values()) + 1]):
-            run_round = lambda i=info: self.method.synthesize(i.images, i)  # noqa: E731
+            run_round = partial(self.method.synthesize, info.images, info)
             if first[keys[index]] == index:
                 works[keys[index]] = self._round_work(run_round)
             elif keys[index] not in settled and replayed < REPLAY_ROUNDS:
@@ -142,7 +135,6 @@ class _Counter:
                     settled.add(keys[index])
         for key in keys:
             self.synth.add(key, works[key], 1)
-        self.synth.steps = len(rounds) * self._steps_per_round()
         self._student_steps(sum(r.kd_steps for r in rounds) + self.schedule.final_kd_steps, self._bank_groups())
 
     def _online(self) -> None:
@@ -151,17 +143,11 @@ class _Counter:
         rounds, batch = [_plain(r) for r in self.schedule.rounds], self.hp.kd_batch
         total = sum(r.kd_steps for r in rounds)
         phases = math.ceil(total / self.method.student_steps_per_generator_step)
-        self.synth.add(("train_generator",), self._round_work(lambda: self.method.train_generator(rounds[0])), phases)
-        self.synth.add(("draw", batch), measure(lambda: self.method.draw(batch), self.cache),
+        self.synth.add(("train_generator",), self._round_work(partial(self.method.train_generator, rounds[0])), phases)
+        self.synth.add(("draw", batch), measure(partial(self.method.draw, batch)),
                        sum(r.images // batch for r in rounds))
-        self.synth.steps = phases * self._steps_per_round()
         side = self.method.round_resolution(rounds[0])
         self._student_steps(total, [(side, 1.0)])
-
-    def _steps_per_round(self) -> int:
-        """Optimiser steps in one synthesis round (or generator phase): the step-count hyper-parameter."""
-        counts = step_counts(self.hp)
-        return counts.get("g_steps", counts.get("iterations", 1))
 
     def _round_work(self, run_round: Callable[[], Any]) -> Work:
         """One round's work at the run's step counts: measured directly when they are small, else at the
@@ -171,14 +157,14 @@ class _Counter:
         base = {name: min(value, STEP_FIELDS[name]) for name, value in target.items()}
         varied = [name for name in target if target[name] > base[name]]
         if not varied:
-            return measure(run_round, self.cache)
+            return measure(run_round)
         snapshot = copy.deepcopy(self.method.state_dict())
         points = [base, *({**base, name: base[name] + 1} for name in varied)]
         works = []
         for i, point in enumerate(points):
             if i:
                 self.method.load_state_dict(copy.deepcopy(snapshot))
-            works.append(self._with_steps(point, lambda: measure(run_round, self.cache)))
+            works.append(self._with_steps(point, lambda: measure(run_round)))
         work = works[0]
         for name, bumped in zip(varied, works[1:]):
             work = work + (bumped - works[0]).times(target[name] - base[name])
@@ -187,7 +173,7 @@ class _Counter:
     def _replay(self, run_round: Callable[[], Any]) -> None:
         """Run a round uncounted at the smallest step counts: only its effect on the method's state matters."""
         base = {name: min(value, STEP_FIELDS[name]) for name, value in step_counts(self.hp).items()}
-        self._with_steps(base, lambda: measure(run_round, self.cache))
+        self._with_steps(base, lambda: measure(run_round))
 
     def _with_steps(self, counts: dict[str, int], fn: Callable[[], Any]) -> Any:
         """Call `fn` with the method's step-count hyper-parameters set to `counts`, then restore them."""
@@ -209,9 +195,8 @@ class _Counter:
         for side, share in sides:
             images = torch.empty(hp.kd_batch, spec.in_chans, side, side, device=META)
             labels = torch.zeros(hp.kd_batch, dtype=torch.long, device=META)
-            work = measure(lambda: distiller.step([(images, labels)], hp.kd_batch), self.cache)
+            work = measure(lambda: distiller.step([(images, labels)], hp.kd_batch))
             self.kd.add(tuple(images.shape), work, steps * share)
-        self.kd.steps = steps
 
     def _bank_groups(self) -> list[tuple[int, float]]:
         """The side of a bank batch as `SyntheticBank.sample` gives it: the feed size, or the one stored

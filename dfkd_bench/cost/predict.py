@@ -30,11 +30,15 @@ class Basis:
 
     @property
     def assumption(self) -> bool:
+        """True when the seconds rest on a share of a peak, not on a measurement of the device."""
         return self.calibration is None
 
     def label(self) -> str:
+        """The basis in words, as the dry runs print it (an assumption says so and how to replace it)."""
         if self.calibration is not None:
-            return self.calibration.label()
+            threads = torch.get_num_threads()
+            other = self.calibration.device_type == "cpu" and self.calibration.threads != threads
+            return self.calibration.label() + (f"; this process uses {threads} threads" if other else "")
         assert self.peak is not None
         return (f"assumed: {self.utilisation:.0%} of the {self.peak.name} {self.precision} peak "
                 f"{self.peak.tflops(self.precision):g} TFLOP/s ({self.peak.source}); "
@@ -66,6 +70,7 @@ class Prediction:
 
     @property
     def total_s(self) -> float:
+        """Synthesis + KD seconds (what a time budget counts)."""
         return self.synth_s + self.kd_s
 
     def as_dict(self) -> dict[str, Any]:

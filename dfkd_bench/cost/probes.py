@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -23,6 +23,9 @@ from .meta import embedding_shape_only, frozen, meta_method
 from .rates import PHASES, Calibration, Point, fit
 from .work import Work, measure
 
+if TYPE_CHECKING:
+    from ..resolve import ResolvedRun
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -36,8 +39,14 @@ class Probe:
 
     @property
     def label(self) -> str:
+        """How the calibration's table names the probe."""
         sets = ",".join(f"{k}={v}" for k, v in self.overrides.items())
         return f"{self.phase}: {self.method} on {self.dataset} ({sets})"
+
+    def config(self, device: torch.device, amp: str) -> RunConfig:
+        """The probe as a run's options (the caller resolves it, without data)."""
+        return RunConfig(method=self.method, dataset=self.dataset, device=str(device), amp=amp,
+                         overrides={k: str(v) for k, v in self.overrides.items()})
 
 
 # Small (digits), medium (CIFAR) and, on a GPU, large (ImageNet) work: bank and online synthesis, student steps.
@@ -72,14 +81,6 @@ def probes_for(device: torch.device) -> tuple[Probe, ...]:
     return GPU_PROBES if device.type == "cuda" else CPU_PROBES
 
 
-def _resolved(probe: Probe, device: torch.device, amp: str) -> Any:
-    from ..resolve import resolve
-
-    config = RunConfig(method=probe.method, dataset=probe.dataset, device=str(device), amp=amp,
-                       overrides={k: str(v) for k, v in probe.overrides.items()})
-    return resolve(config, need_data=False, world_size=1)
-
-
 def _timed(fn: Callable[[], Any], device: torch.device, seconds: float) -> float:
     """Seconds per call of `fn` after one warm-up call: calls repeat until `seconds` have passed."""
     fn()
@@ -97,9 +98,9 @@ def _timed(fn: Callable[[], Any], device: torch.device, seconds: float) -> float
 class _Bench:
     """A probe's work, built twice: for real on the device (to time) and on the meta device (to count)."""
 
-    def __init__(self, probe: Probe, device: torch.device, amp: str) -> None:
+    def __init__(self, probe: Probe, resolved: "ResolvedRun", device: torch.device, amp: str) -> None:
         self.probe, self.device = probe, device
-        self.resolved = res = _resolved(probe, device, amp)
+        self.resolved = res = resolved
         spec = res.spec
         teacher = frozen(create_model(res.teacher, spec.num_classes, spec.in_chans))
         student = create_model(res.student, spec.num_classes, spec.in_chans)
@@ -149,19 +150,18 @@ class _Bench:
         return Point(self.probe.phase, self.probe.label, work.flops, work.ops, work.bytes, per_call), overhead
 
 
-def calibrate(device: torch.device, amp: str = "auto", probes: Sequence[Probe] | None = None,
+def calibrate(device: torch.device, amp: str, probes: Sequence[tuple[Probe, "ResolvedRun"]],
               seconds: float | None = None, on_probe: Callable[[Probe], None] | None = None) -> Calibration:
-    """Time every probe on `device` in the precision `amp` gives there, each for about `seconds`
-    (default SECONDS_PER_PROBE), and fit each phase's time model (the first probe also measures the
-    FLOP counter's overhead per operator, which the first round of each work key pays in a real run);
-    `on_probe` is called as each probe starts (a progress bar)."""
-    probes = tuple(probes or probes_for(device))
+    """Time every probe (with its run resolved from `Probe.config`) on `device` in the precision `amp`
+    gives there, each for about `seconds` (default SECONDS_PER_PROBE), and fit each phase's time model
+    (the first probe also measures the FLOP counter's overhead per operator, which the first round of
+    each work key pays in a real run); `on_probe` is called as each probe starts (a progress bar)."""
     seconds = SECONDS_PER_PROBE if seconds is None else seconds
     points, overhead = [], 0.0
-    for index, probe in enumerate(probes):
+    for index, (probe, resolved) in enumerate(probes):
         if on_probe:
             on_probe(probe)
-        point, measured = _Bench(probe, device, amp).point(seconds, with_overhead=index == 0)
+        point, measured = _Bench(probe, resolved, device, amp).point(seconds, with_overhead=index == 0)
         points.append(point)
         overhead = overhead or measured
     phases = {phase: fit([p for p in points if p.phase == phase]) for phase in PHASES}
@@ -169,5 +169,4 @@ def calibrate(device: torch.device, amp: str = "auto", probes: Sequence[Probe] |
                        precision=precision_name(amp_dtype_for(amp, device)), threads=torch.get_num_threads(),
                        torch_version=torch.__version__,
                        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                       phases=phases, counter_seconds_per_op=overhead,
-                       points=points)
+                       phases=phases, counter_seconds_per_op=overhead, points=points)

@@ -32,6 +32,7 @@ class PhaseRate:
     bytes_per_second: float
 
     def seconds(self, work: Work) -> float:
+        """The model's seconds for `work`."""
         return (work.ops * self.seconds_per_op + work.flops / self.flops_per_second
                 + work.bytes / self.bytes_per_second)
 
@@ -49,6 +50,7 @@ class Point:
 
     @property
     def work(self) -> Work:
+        """The probe's counted work."""
         return Work(self.flops, self.ops, self.bytes)
 
 
@@ -67,16 +69,18 @@ class Calibration:
     points: list[Point] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
+        """The calibration as JSON-ready data (what `save` stores)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Calibration":
+        """A calibration back from `as_dict`'s data."""
         return cls(**{**data, "phases": {k: PhaseRate(**v) for k, v in data["phases"].items()},
                       "points": [Point(**p) for p in data.get("points", [])]})
 
     def label(self) -> str:
         """How a prediction names its basis."""
-        threads = f", {self.threads} threads" if self.device_type == "cpu" else ""
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.device_type == "cpu" else ""
         return f"calibrated on {self.device_name} ({self.precision}{threads}, {self.created[:10]})"
 
 

@@ -29,7 +29,9 @@ class Work:
         return Work(self.flops - other.flops, self.ops - other.ops, self.bytes - other.bytes)
 
     def times(self, count: int | float) -> "Work":
-        """This work done `count` times (a float count: an expected value)."""
+        """This work done `count` times (a fractional count: an expected value); exact for whole counts."""
+        if float(count).is_integer():
+            count = int(count)
         return Work(round(self.flops * count), round(self.ops * count), round(self.bytes * count))
 
 
@@ -111,10 +113,14 @@ def _empty_like_shapes(shapes: Any) -> Any:
     return torch.empty_strided(size, stride, dtype=dtype, device="meta")
 
 
-def measure(fn: Callable[[], Any], cache: dict[Hashable, Any] | None = None) -> Work:
+# Output metadata of the functional meta operators seen, by operator and argument metadata: a function of
+# those alone, so one cache serves every count of the process (every run of a grid shares most operators).
+_SHAPES: dict[Hashable, Any] = {}
+
+
+def measure(fn: Callable[[], Any]) -> Work:
     """Run `fn` once and return its Work: FLOPs exactly as `engine.flops.count_flops` counts them (the
-    counter a real run records with), the operators it dispatched and the bytes they wrote. `cache`: the
-    shapes of meta operators' outputs, shared between calls on the same models."""
-    with _OperatorTally({} if cache is None else cache) as tally:
+    counter a real run records with), the operators it dispatched and the bytes they wrote."""
+    with _OperatorTally(_SHAPES) as tally:
         flops = count_flops(fn)
     return Work(flops, tally.ops, tally.bytes)
