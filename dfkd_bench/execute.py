@@ -21,7 +21,7 @@ from .engine.checkpoint import save_atomic
 from .engine.compile import compile_run
 from .engine.flops import achieved_rate
 from .engine.memory import free_device_memory, is_out_of_memory
-from .engine.precision import amp_dtype_for, device_name, precision_name
+from .engine.precision import device_name, precision_label
 from .engine.timing import peak_memory_mb
 from .errors import UserError
 from .models import create_model
@@ -59,7 +59,8 @@ def execute(resolved: ResolvedRun, teacher: torch.nn.Module, test_split: EvalSpl
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ctx = MethodContext.create(teacher, student, spec, cfg.seed, resolved.resolutions, device, cfg.amp,
-                               label_embeddings_loader=_label_embedding_loader(resolved), group=distributed.current())
+                               label_embeddings_loader=_label_embedding_loader(resolved), group=distributed.current(),
+                               auto_phases=resolved.method_cls.auto_bf16_phases)
     method = resolved.method_cls(ctx, resolved.run_hparams)
     if cfg.compile:
         compile_run(ctx, method, log=logging.getLogger("dfkd_bench").warning)
@@ -88,7 +89,8 @@ def _base_row(resolved: ResolvedRun, card: TeacherCard | None, started: str) -> 
             "teacher": resolved.teacher, "student": resolved.student, "ratio": c.ratio,
             "resolution": resolved.resolution_label, "seed": c.seed, "n_synthetic": resolved.n_synthetic,
             "teacher_acc": f"{card.test_acc:.2f}" if card and card.test_acc is not None else "", "device": _device_name(resolved.device),
-            "amp": precision_name(amp_dtype_for(c.amp, resolved.device)), "device_name": device_name(resolved.device),
+            "amp": precision_label(c.amp, resolved.device, resolved.method_cls.auto_bf16_phases),
+            "device_name": device_name(resolved.device),
             "started_at": started, "version": __version__, "error": "", "smoke": 1 if c.smoke else "",
             "protocol": c.protocol, "time_budget": f"{c.time_budget:g}" if c.time_budget else "",
             "budget": resolved.schedule.budget, "world_size": resolved.world_size,

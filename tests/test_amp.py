@@ -15,7 +15,8 @@ from dfkd_bench.config import resolve_hparams
 from dfkd_bench.engine import BNStatisticsLoss, MethodContext
 from dfkd_bench.engine.distill import Distiller
 from dfkd_bench.engine.method import Method
-from dfkd_bench.engine.precision import amp_dtype_for, device_name
+from dfkd_bench.engine.precision import (PHASES, amp_dtype_for, device_name, phase_dtypes, precision_id,
+                                         precision_label)
 from dfkd_bench.engine.synthesis import teacher_terms
 from dfkd_bench.errors import UserError
 from dfkd_bench.outputs import RUNS_COLUMNS, write_runs_csv
@@ -46,7 +47,7 @@ def test_auto_is_bf16_on_cpus_that_report_native_bf16(monkeypatch: pytest.Monkey
     cpu = torch.device("cpu")
     assert amp_dtype_for("auto", cpu) is expected
     assert amp_dtype_for("bf16", cpu) is torch.bfloat16 and amp_dtype_for("off", cpu) is None
-    assert amp_dtype_for("auto", cpu, amp_auto=False) is None  # a method that keeps fp32 under auto
+    assert amp_dtype_for("auto", cpu, auto_phases=()) is None  # a method that keeps fp32 under auto
 
 
 def test_auto_needs_onednn_to_use_the_cpus_units(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,9 +65,50 @@ def test_auto_on_cuda_needs_bf16_tensor_cores(monkeypatch: pytest.MonkeyPatch, c
     assert amp_dtype_for("auto", torch.device("cuda")) is expected
 
 
-def test_an_unknown_amp_is_refused_naming_the_choices() -> None:
-    with pytest.raises(UserError, match="choose from: auto, bf16, off"):
-        amp_dtype_for("fp16", torch.device("cpu"))
+@pytest.mark.parametrize("amp", ["fp16", "synth=fp16", "gen=off", "synth:off"])
+def test_an_unknown_amp_is_refused_in_one_line_naming_the_choices(amp: str) -> None:
+    with pytest.raises(UserError, match=r"choose from: auto, bf16, off, or per phase synth=MODE,kd=MODE") as err:
+        amp_dtype_for(amp, torch.device("cpu"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("amp, features, auto_phases, expected", [
+    ("synth=off,kd=bf16", {}, PHASES, {"synth": None, "kd": torch.bfloat16}),
+    ("kd=off", {"amx_bf16": True}, PHASES, {"synth": torch.bfloat16, "kd": None}),  # a phase left out is auto
+    ("auto", {"amx_bf16": True}, ("kd",), {"synth": None, "kd": torch.bfloat16}),  # the method keeps synth fp32
+    ("bf16", {}, ("kd",), {"synth": torch.bfloat16, "kd": torch.bfloat16}),  # forced bf16 overrides the method
+])
+def test_each_phase_has_its_precision(monkeypatch: pytest.MonkeyPatch, amp: str, features: dict[str, bool],
+                                      auto_phases: tuple[str, ...], expected: dict[str, torch.dtype | None]) -> None:
+    fake_cpu(monkeypatch, **features)
+    assert phase_dtypes(amp, torch.device("cpu"), auto_phases) == expected
+
+
+@pytest.mark.parametrize("amp, cpu_label, cpu_id, cuda_id", [
+    ("off", "fp32", None, "off"),
+    ("bf16", "bf16", "bf16", None),
+    ("synth=off,kd=bf16", "synth=fp32,kd=bf16", "synth=off,kd=bf16", "synth=off,kd=bf16"),
+])
+def test_labels_and_ids_name_the_precision_against_the_devices_reference(
+        monkeypatch: pytest.MonkeyPatch, amp: str, cpu_label: str, cpu_id: str | None, cuda_id: str | None) -> None:
+    fake_cpu(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert precision_label(amp, torch.device("cpu")) == cpu_label
+    assert precision_id(amp, torch.device("cpu")) == cpu_id and precision_id(amp, torch.device("cuda")) == cuda_id
+
+
+def test_a_context_switches_precision_per_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cpu(monkeypatch, amx_bf16=True)
+    base = make_ctx()
+    ctx = MethodContext.create(base.teacher, base.student, base.spec, 0, device="cpu", amp="auto", auto_phases=("kd",))
+    assert ctx.channels_last and ctx.amp_dtype is None  # synthesis (and anything outside KD) in fp32
+    with ctx.in_phase("kd"):
+        assert ctx.amp_dtype is torch.bfloat16
+        with ctx.autocast():
+            assert ctx.student(torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)).dtype \
+                == torch.bfloat16
+    assert ctx.amp_dtype is None
 
 
 def test_device_name_is_the_cpus_model(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Sequence, TypeVar
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,7 @@ from ..schedule import RoundInfo
 from .augment import Augment, Normalize, default_augment
 from .bank import resize
 from .losses import kd_loss
-from .precision import AMP_MODES, amp_dtype_for  # noqa: F401  (AMP_MODES re-exported for resolve.py)
+from .precision import AMP_MODES, PHASES, PhaseDtypes, amp_dtype_for, phase_dtypes  # noqa: F401  (re-exported)
 
 HookT = TypeVar("HookT")
 SAMPLE_SOURCES = ("bank", "online")
@@ -73,8 +73,9 @@ class MethodContext:
     generator: torch.Generator
     resolutions: tuple[int, ...]
     normalize: Normalize
-    amp_dtype: torch.dtype | None = None
+    amp_dtype: torch.dtype | None = None  # the forwards' autocast dtype now (the phase's: see `in_phase`)
     channels_last: bool = False
+    phase_dtypes: PhaseDtypes = field(default_factory=dict)  # each phase's autocast dtype (engine.precision)
     label_embeddings_loader: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
     group: Group = SINGLE  # the run's process group (one process unless torchrun started several)
     seed: int = 0          # the run's seed, the same on every rank (the generator's stream is per rank)
@@ -84,15 +85,18 @@ class MethodContext:
     def create(cls, teacher: nn.Module, student: nn.Module, spec: DatasetSpec, seed: int,
                resolutions: Sequence[int] | None = None, device: torch.device | str = "cpu",
                amp: str = "auto", label_embeddings_loader: Callable[[], torch.Tensor] | None = None,
-               channels_last: bool | None = None, group: Group = SINGLE) -> "MethodContext":
+               channels_last: bool | None = None, group: Group = SINGLE,
+               auto_phases: tuple[str, ...] = PHASES) -> "MethodContext":
         """The one way to build a context (runner, benchmarks, tests): models moved to the device (and to
-        channels_last, by default on CUDA and under bf16), the run's RNG seeded, and bf16 autocast for the
-        forwards when `amp_dtype_for(amp, device)` says so (engine.precision: auto where the device computes
-        bf16 natively; bf16 everywhere; off: fp32).
-        In a process group each rank's RNG stream is seeded apart (`Group.seed`)."""
+        channels_last, by default on CUDA and under bf16), the run's RNG seeded, and bf16 autocast for each
+        phase's forwards where `phase_dtypes(amp, device, auto_phases)` says so (engine.precision: auto where
+        the device computes bf16 natively, in the phases the method lets it; bf16 everywhere; off: fp32).
+        Outside a KD block (`in_phase("kd")`) the synthesis precision holds. In a process group each rank's
+        RNG stream is seeded apart (`Group.seed`)."""
         device = torch.device(device)
-        amp_dtype = amp_dtype_for(amp, device)
-        channels_last = (device.type == "cuda" or amp_dtype is not None) if channels_last is None else channels_last
+        dtypes = phase_dtypes(amp, device, auto_phases)
+        bf16 = any(dtype is not None for dtype in dtypes.values())
+        channels_last = (device.type == "cuda" or bf16) if channels_last is None else channels_last
         teacher, student = teacher.to(device), student.to(device)
         if channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
@@ -101,13 +105,24 @@ class MethodContext:
                    generator=torch.Generator(device=device).manual_seed(group.seed(seed)),
                    resolutions=tuple(resolutions or (spec.input_size,)),
                    normalize=Normalize(spec.mean, spec.std).to(device),
-                   amp_dtype=amp_dtype, channels_last=channels_last,
+                   amp_dtype=dtypes["synth"], channels_last=channels_last, phase_dtypes=dtypes,
                    label_embeddings_loader=label_embeddings_loader, group=group, seed=seed)
 
     @property
     def resolution(self) -> int:
         """The (first) generation resolution."""
         return self.resolutions[0]
+
+    @contextlib.contextmanager
+    def in_phase(self, phase: str) -> Iterator[None]:
+        """The forwards inside the block run in `phase`'s precision ("synth" or "kd": the engine's student
+        steps run in "kd")."""
+        saved = self.amp_dtype
+        self.amp_dtype = self.phase_dtypes.get(phase, saved)
+        try:
+            yield
+        finally:
+            self.amp_dtype = saved
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 autocast of the forwards when the run has it on (see `create`); a no-op otherwise."""
@@ -139,6 +154,7 @@ class Method:
     Hparams: ClassVar[type[MethodHparams]] = MethodHparams
     multi_resolution: ClassVar[bool] = False    # can one run generate at several resolutions
     sample_source: ClassVar[str] = "bank"       # "bank" or "online" (see the class docstring)
+    auto_bf16_phases: ClassVar[tuple[str, ...]] = PHASES  # the phases `--amp auto` may run in bf16
 
     def __init__(self, ctx: MethodContext, hparams: MethodHparams) -> None:
         self.ctx = ctx

@@ -2,9 +2,10 @@
 
 `--amp auto` picks bf16 on CUDA devices with bf16 tensor cores (compute capability 8.0 or later, or
 ROCm) and on CPUs that torch reports with AMX-BF16 or AVX512-BF16 (and oneDNN to use them), fp32
-elsewhere; a method whose bf16 accuracy was not on par with fp32 declares `amp_auto = False` and stays
-fp32 under auto. `bf16` forces bf16 (on a CPU without those units torch emulates it, several times
-slower); `off` is fp32. The losses are computed in fp32 either way (logits are cast before them).
+elsewhere. `bf16` forces bf16 (on a CPU without those units torch emulates it, several times slower);
+`off` is fp32. The two phases can differ: `--amp synth=off,kd=bf16` (a phase left out is auto), and a
+method whose accuracy in one phase was not on par in bf16 declares the phases auto may use
+(`Method.auto_bf16_phases`; DeepInversion: KD only). The losses are computed in fp32 either way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from ..errors import UserError
 
 AMP_MODES = ("auto", "bf16", "off")
+PHASES = ("synth", "kd")  # synthesis (the generator's or the pixels' steps) and the student's KD steps
 BF16_CPU_FEATURES = ("amx_bf16", "avx512_bf16")  # torch.cpu.get_capabilities() keys of native bf16 units
+PhaseDtypes = dict[str, "torch.dtype | None"]
 
 
 def cpu_features() -> dict[str, object]:
@@ -51,19 +54,69 @@ def computes_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and cpu_computes_bf16()
 
 
-def amp_dtype_for(amp: str, device: torch.device, amp_auto: bool = True) -> torch.dtype | None:
-    """The forwards' autocast dtype: bf16 for "bf16", and for "auto" where `device` computes bf16 natively
-    and the method allows it (`amp_auto`, a method's class attribute); None (fp32) otherwise."""
-    if amp not in AMP_MODES:
-        raise UserError(f"unknown --amp {amp!r}; choose from: {', '.join(AMP_MODES)}")
-    if amp == "auto":
-        return torch.bfloat16 if amp_auto and computes_bf16(torch.device(device)) else None
-    return torch.bfloat16 if amp == "bf16" else None
+def parse_amp(amp: str) -> dict[str, str]:
+    """`--amp` as a mode per phase: one of AMP_MODES for both phases, or `synth=MODE,kd=MODE` (a phase left
+    out is auto); a one-line UserError naming the choices otherwise."""
+    text = str(amp).strip()
+    if text in AMP_MODES:
+        return dict.fromkeys(PHASES, text)
+    modes = dict.fromkeys(PHASES, "auto")
+    for part in text.split(","):
+        phase, _, mode = (p.strip() for p in part.partition("="))
+        if phase not in PHASES or mode not in AMP_MODES:
+            raise UserError(f"unknown --amp {amp!r}; choose from: {', '.join(AMP_MODES)}, or per phase "
+                            f"synth=MODE,kd=MODE with MODE one of them (e.g. synth=off,kd=bf16)")
+        modes[phase] = mode
+    return modes
+
+
+def phase_dtypes(amp: str, device: torch.device, auto_phases: tuple[str, ...] = PHASES) -> PhaseDtypes:
+    """Each phase's autocast dtype: bf16 where its mode is "bf16", or "auto" on a device that computes bf16
+    natively in a phase the method lets auto use (`auto_phases`); None (fp32) otherwise."""
+    native = None
+    dtypes: PhaseDtypes = {}
+    for phase, mode in parse_amp(amp).items():
+        if mode == "auto" and phase in auto_phases:
+            native = computes_bf16(torch.device(device)) if native is None else native
+        dtypes[phase] = torch.bfloat16 if mode == "bf16" or (mode == "auto" and phase in auto_phases and native) \
+            else None
+    return dtypes
+
+
+def amp_dtype_for(amp: str, device: torch.device, auto_phases: tuple[str, ...] = PHASES) -> torch.dtype | None:
+    """The forwards' autocast dtype when both phases share one (bf16 or None for fp32); with phases apart, bf16
+    (some forwards run in it: name the run with `precision_label`/`precision_id`, which tell the phases)."""
+    dtypes = phase_dtypes(amp, device, auto_phases).values()
+    return torch.bfloat16 if torch.bfloat16 in dtypes else None
 
 
 def precision_name(dtype: torch.dtype | None) -> str:
-    """What a row's `amp` column records: "bf16" under bf16 autocast, else "fp32"."""
+    """One phase's precision as a row names it: "bf16" under bf16 autocast, else "fp32"."""
     return "bf16" if dtype == torch.bfloat16 else "fp32"
+
+
+def _label(dtypes: PhaseDtypes, names: tuple[str, str]) -> str:
+    """`names[0]`/`names[1]` (bf16/fp32 words) when the phases agree, else `synth=…,kd=…`."""
+    words = {phase: names[0] if dtype == torch.bfloat16 else names[1] for phase, dtype in dtypes.items()}
+    if len(set(words.values())) == 1:
+        return next(iter(words.values()))
+    return ",".join(f"{phase}={word}" for phase, word in words.items())
+
+
+def precision_label(amp: str, device: torch.device, auto_phases: tuple[str, ...] = PHASES) -> str:
+    """What a run's row and plan record as its precision: "bf16", "fp32", or per phase "synth=fp32,kd=bf16"."""
+    return _label(phase_dtypes(amp, device, auto_phases), ("bf16", "fp32"))
+
+
+def precision_id(amp: str, device: torch.device, auto_phases: tuple[str, ...] = PHASES) -> str | None:
+    """The run id's `amp` entry: None at the device type's reference precision in every phase (CUDA: bf16,
+    CPU: fp32), so those runs keep their ids; else "bf16", "off" or per phase "synth=off,kd=bf16"."""
+    device = torch.device(device)
+    dtypes = phase_dtypes(amp, device, auto_phases)
+    reference = torch.bfloat16 if device.type == "cuda" else None
+    if all(dtype == reference for dtype in dtypes.values()):
+        return None
+    return _label(dtypes, ("bf16", "off"))
 
 
 def device_name(device: torch.device) -> str:
