@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .config import hparams_dict
-from .engine.method import amp_dtype_for
+from .engine.precision import precision_label
 from .schedule import Schedule
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def run_plan(resolved: "ResolvedRun") -> dict[str, Any]:
     hp, config = resolved.run_hparams, resolved.config
     return {
         "run_id": resolved.run_id, "method": resolved.method_cls.name, **resolved.option_values(),
-        "precision": "bf16" if amp_dtype_for(config.amp, resolved.device) is not None else "fp32",
+        "precision": precision_label(config.amp, resolved.device, resolved.method_cls.auto_bf16_phases),
         "world_size": resolved.world_size,
         "student_recipe": {"batch": hp.kd_batch, "lr": hp.lr, "lr_min": hp.lr * hp.lr_min_ratio,
                            "momentum": hp.momentum, "weight_decay": hp.weight_decay,

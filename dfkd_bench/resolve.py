@@ -18,7 +18,7 @@ from .data import DATA_ENV, DataSource, DatasetSpec, get_dataset
 from .data.imagenet_classes import imagenet_descriptions, read_wnid_file
 from .engine import Method
 from .engine.bank import bank_gpu_budget
-from .engine.method import AMP_MODES, amp_dtype_for
+from .engine.precision import parse_amp, precision_id
 from .errors import UserError
 from .models import MODELS
 from .plugins import METHODS
@@ -97,12 +97,10 @@ class ResolvedRun(RunArguments):
                 **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
     def precision_label(self) -> str | None:
-        """"bf16" or "off" when the forwards' precision differs from the device type's reference (CUDA:
-        bf16 autocast; CPU: fp32), else None: a run's id names the precision it actually used, and runs
-        at the reference precision keep their ids whatever `--amp auto` picks."""
-        chosen = amp_dtype_for(self.config.amp, self.device) is not None
-        reference = self.device.type == "cuda"
-        return None if chosen == reference else ("bf16" if chosen else "off")
+        """The run id's `amp` entry (`engine.precision.precision_id`): None at the device type's reference
+        precision (CUDA: bf16 autocast; CPU: fp32), so those runs keep their ids whatever `--amp auto`
+        picks; else the precision actually used, per phase where the phases differ."""
+        return precision_id(self.config.amp, self.device, self.method_cls.auto_bf16_phases)
 
     @property
     def run_id(self) -> str:
@@ -259,8 +257,7 @@ def check_arguments(config: RunConfig, world_size: int = 1) -> RunArguments:
     if config.time_budget is not None and not (isinstance(config.time_budget, (int, float))
                                                and math.isfinite(config.time_budget) and config.time_budget > 0):
         raise UserError(f"--time-budget must be a positive number of seconds (synthesis + KD), got {config.time_budget}")
-    if config.amp not in AMP_MODES:
-        raise UserError(f"unknown --amp {config.amp!r}; choose from: {', '.join(AMP_MODES)}")
+    parse_amp(config.amp)
     try:
         bank_gpu_budget(config.bank_gpu_gb)
     except ValueError as exc:

@@ -100,8 +100,10 @@ def _seconds(s: float) -> str:
 
 
 def run_precision(resolved: "ResolvedRun", device: torch.device | None = None) -> str:
-    """The precision the run's forwards use on `device` (default: its own): "bf16" or "fp32"."""
-    return precision_name(amp_dtype_for(resolved.config.amp, device or resolved.device))
+    """The precision the run's forwards use on `device` (default: its own): "bf16" or "fp32" (bf16 when
+    any phase runs in it: calibrations are stored per precision, not per phase)."""
+    return precision_name(amp_dtype_for(resolved.config.amp, device or resolved.device,
+                                        resolved.method_cls.auto_bf16_phases))
 
 
 def basis_for(resolved: "ResolvedRun", device: str | None = None, utilisation: float | None = None) -> Basis:
