@@ -1,7 +1,7 @@
 """`--amp off` against `--amp auto`, side by side in one sitting: the README's first command and the ratio-0.1
 nine-method digits run, each into a fresh output folder; prints whole-command wall seconds and the speed-up.
 
-    .venv/bin/python benchmarks/amp_speed.py [--threads N] [--keep DIR]
+    .venv/bin/python benchmarks/amp_speed.py [--threads N] [--keep DIR] [--smoke]
 
 Run it on a quiet machine (nothing else loading the cores). The digits teacher is trained and cached first
 when it is not yet, outside the timing. What `auto` picked on this machine (the rows' `amp` column) and the CPU's name are printed with the
@@ -65,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs (default: torch's)")
     parser.add_argument("--keep", type=Path, default=None, help="Folder for the output folders (default: a temp one)")
+    parser.add_argument("--smoke", action="store_true", help="The same commands with --smoke: check the script only")
     opts = parser.parse_args()
     env = dict(os.environ)
     if opts.threads:
@@ -81,7 +82,7 @@ def main() -> None:
         seconds, phases = {}, {}
         for amp in ("off", "auto"):
             out = base / f"{re.sub(r'[^a-z0-9]+', '_', name.lower())}_{amp}"
-            args = ["run", *shlex.split(command), "--amp", amp, "--out", str(out), "--quiet"]
+            args = ["run", *shlex.split(command), "--amp", amp, "--out", str(out), "--quiet", *(["--smoke"] * opts.smoke)]
             print(f"dfkd-bench {shlex.join(args)}", flush=True)
             seconds[amp] = timed(args, env)
             phases[amp] = phase_seconds(out)
