@@ -210,3 +210,22 @@ def test_pivot_rows_name_the_precision_when_runs_mix_them(tmp_path: Path) -> Non
         ("muse", "bf16"): 81.0, ("muse", "fp32"): 91.0}
     with pytest.raises(UserError, match=r"mixes precisions \(bf16, fp32\)"):
         load_results(tmp_path)
+
+
+def test_a_per_phase_run_computes_each_phase_in_its_precision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_cpu(monkeypatch)
+    dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}  # student in train mode (KD) / eval mode
+    create = MethodContext.create
+
+    def create_watching(*args: Any, **kwargs: Any) -> MethodContext:
+        ctx = create(*args, **kwargs)
+        ctx.student.register_forward_hook(lambda m, i, o: dtypes[m.training].add(o.dtype))
+        return ctx
+
+    monkeypatch.setattr(MethodContext, "create", create_watching)
+    runner.run(["fast"], out=tmp_path, device="cpu", amp="synth=off,kd=bf16", smoke=True)
+    row = only_row(tmp_path)
+    assert row["status"] == "ok" and row["amp"] == "synth=fp32,kd=bf16"
+    assert dtypes == {True: {torch.bfloat16}, False: {torch.float32}}  # KD steps bf16; synthesis and eval fp32
+    planned = runner.run(["fast"], device="cpu", amp="synth=off,kd=bf16", smoke=True, dry_run=True)[0]
+    assert row["run_id"] == planned.run_id and planned.identity()["amp"] == "synth=off,kd=bf16"

@@ -71,9 +71,9 @@ class Distiller:
 
     def step(self, groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> torch.Tensor:
         """One student update on a batch given as (images, labels) groups (one per stored resolution);
-        returns the detached loss, left on the device."""
+        returns the detached loss, left on the device. Its forwards run in the KD phase's precision."""
         self.ctx.student.train()
-        with self.flops.measure("kd", tuple(tuple(x.shape) for x, _ in groups)):
+        with self.flops.measure("kd", tuple(tuple(x.shape) for x, _ in groups)), self.ctx.in_phase("kd"):
             return self._update(groups, batch_size)
 
     def _update(self, groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int) -> torch.Tensor:
