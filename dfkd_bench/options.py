@@ -104,11 +104,6 @@ def deprecated_names(layer: str) -> dict[str, str]:
     return {old: name for (kind, old), name in DEPRECATED.items() if kind == layer}
 
 
-def spelling(name: str, layer: str) -> str:
-    """How a layer spells an option, for messages."""
-    return {"flag": flag_name(name), "file": file_key(name)}.get(layer, name)
-
-
 def label(name: str, where: str) -> str:
     """An option as a message names it: `--ratio` on the command line (`where` empty), `ratios` in a
     sweep file, `ratio` in `run()`."""

@@ -11,7 +11,7 @@ import torch
 
 from . import distributed
 from .config import parse_set_options
-from .options import RunConfig, from_keywords, keyword_help
+from .options import GridOptions, RunConfig, from_keywords, keyword_help
 from .data.split import EvalSplit
 from .engine import Normalize
 from .engine.evaluate import accuracy
@@ -91,15 +91,22 @@ def run(methods: Sequence[str] | str, *, pairs: Sequence[tuple[str, str]] = (), 
     data-parallel over (default: torchrun's). With `dry_run` nothing runs: the resolved runs come back
     (each with its `schedule`), no teacher, data or device work needed.
     """
+    return run_options(methods, from_keywords(options), pairs=pairs, sets=sets, out=out, dry_run=dry_run, force=force,
+                       trackers=trackers, world_size=world_size, on_round=on_round, on_start=on_start,
+                       on_done=on_done, log=log)
+
+
+def run_options(methods: Sequence[str] | str, chosen: GridOptions, *, pairs: Sequence[tuple[str, str]] = (),
+                sets: Sequence[str] = (), out: str | Path = "results", dry_run: bool = False, force: bool = False,
+                trackers: Sequence[str] = (), world_size: int | None = None, **callbacks: Any) -> list[Any]:
+    """`run` with its options already parsed (the command line parses its flags into `chosen` itself)."""
     names = method_names(methods)
     check_out_dir(out)
-    chosen = from_keywords(options)
     configs = expand(names, chosen.base(names[0]), chosen.axes, pairs=list(pairs) or [(None, None)],
                      overrides=parse_set_options(list(sets), names))
     if dry_run:
         return resolve_all(configs, need_data=False, world_size=world_size)
-    return run_many(configs, out, force=force, trackers=trackers, world_size=world_size, on_round=on_round,
-                    on_start=on_start, on_done=on_done, log=log)
+    return run_many(configs, out, force=force, trackers=trackers, world_size=world_size, **callbacks)
 
 
 run.__doc__ = f"{run.__doc__}\n    Options:\n\n{keyword_help()}"

@@ -116,7 +116,7 @@ def run_cmd(methods: str, pairs: tuple[str, ...], download: bool, sets: tuple[st
     """Run methods on the same teacher and budget; write runs.csv and runs/<run_id>/; print a table."""
     from .. import distributed
     from ..resolve import bank_bytes
-    from ..runner import run
+    from ..runner import run_options
 
     if output_format == "json" and not dry_run:
         raise UserError("--format json prints the plans of a --dry-run; add --dry-run")
@@ -140,9 +140,9 @@ def run_cmd(methods: str, pairs: tuple[str, ...], download: bool, sets: tuple[st
     dry_run = dry_run or validating_group  # validate as each rank will, before starting any process
     printer = RunPrinter(quiet or launching)
     with printer:
-        rows = run(methods, pairs=pair_list, sets=sets, out=out_dir, dry_run=dry_run, force=force,
-                   trackers=split_values(trackers, str, "--log"), world_size=nproc if validating_group else None,
-                   **printer.callbacks(), **chosen.values, **chosen.axes)
+        rows = run_options(methods, chosen, pairs=pair_list, sets=sets, out=out_dir, dry_run=dry_run, force=force,
+                           trackers=split_values(trackers, str, "--log"),
+                           world_size=nproc if validating_group else None, **printer.callbacks())
     if launching:
         sys.exit(distributed.launch(nproc, without_nproc(INVOCATION)))
     distributed.shutdown()
